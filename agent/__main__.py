@@ -1,0 +1,31 @@
+"""Run the agent: `python -m agent` (configured by the environment or agent/.env)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from agent import VERSION
+from agent.config import AgentConfig, ConfigError
+from agent.loop import Agent
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m agent", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"code-remote-agent {VERSION}")
+    parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        config = AgentConfig.from_env()
+    except ConfigError as error:
+        print(f"agent: {error}", file=sys.stderr)
+        return 2
+    agent = Agent(config)
+    agent.install_signal_handlers()
+    agent.run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""Agent configuration, from the environment and an optional `.env` file.
+
+The environment wins over the file. The file is looked for at `$CODE_REMOTE_ENV_FILE`, else `agent/.env`
+beside this package, else `.env` in the current folder. The only reader of the environment in the agent.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+from collections.abc import Mapping
+from pathlib import Path
+
+DEFAULT_ROOTS = ("~", "/tmp", "/var/tmp")
+
+
+class ConfigError(RuntimeError):
+    pass
+
+
+@dataclasses.dataclass(frozen=True)
+class AgentConfig:
+    relay_url: str
+    auth_token: str
+    machine_name: str
+    roots: tuple[str, ...]
+    home: str
+    shell: str = "/bin/sh"
+    max_output_bytes: int = 100_000
+    max_read_bytes: int = 512 * 1024
+    max_concurrent_commands: int = 16
+    connect_timeout_seconds: float = 10.0
+    # Extra time past the server's advertised poll hold before the agent gives up on a poll.
+    poll_slack_seconds: float = 10.0
+    backoff_max_seconds: float = 30.0
+    kill_grace_seconds: float = 2.0
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> AgentConfig:
+        env = dict(read_env_file(_env_file(environ if environ is not None else os.environ)))
+        env.update(os.environ if environ is None else environ)
+        url = env.get("RELAY_URL", "").strip().rstrip("/")
+        if not url:
+            raise ConfigError("RELAY_URL is not set: the server's base URL, e.g. https://code-remote.example.com")
+        if not url.startswith(("http://", "https://")):
+            raise ConfigError(f"RELAY_URL must start with http:// or https://, got {url!r}")
+        token = env.get("AUTH_TOKEN", "").strip()
+        if not token:
+            raise ConfigError("AUTH_TOKEN is not set: use the token the server was started with")
+        home = env.get("HOME") or str(Path.home())
+        roots_raw = env.get("ALLOWED_ROOTS", "").strip()
+        roots = tuple(r for r in roots_raw.split(os.pathsep) if r) if roots_raw else DEFAULT_ROOTS
+        return cls(
+            relay_url=url,
+            auth_token=token,
+            machine_name=env.get("MACHINE_NAME", "").strip() or socket.gethostname().split(".")[0],
+            roots=tuple(os.path.expanduser(r) if r != "~" else home for r in roots),
+            home=home,
+            shell=env.get("AGENT_SHELL") or env.get("SHELL") or "/bin/sh",
+            max_output_bytes=int(env.get("MAX_OUTPUT_BYTES", cls.max_output_bytes)),
+            max_read_bytes=int(env.get("MAX_READ_BYTES", cls.max_read_bytes)),
+        )
+
+
+def _env_file(environ: Mapping[str, str]) -> Path | None:
+    explicit = environ.get("CODE_REMOTE_ENV_FILE")
+    if explicit:
+        return Path(explicit)
+    for candidate in (Path(__file__).resolve().parent / ".env", Path.cwd() / ".env"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def read_env_file(path: Path | None) -> dict[str, str]:
+    """KEY=value lines; blank lines and # comments skipped; surrounding quotes removed."""
+    if path is None or not path.is_file():
+        return {}
+    values = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.partition("=")
+        key = key.strip().removeprefix("export ").strip()
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        values[key] = value
+    return values

@@ -1,0 +1,144 @@
+"""File operations confined to the allowed roots.
+
+A path is checked after resolving every symlink, by whole path components, so `/home/al` does not
+admit `/home/alice` and a link pointing out of a root is refused. The checked file is then opened with
+O_NOFOLLOW and compared (device and inode) with what was checked, so a symlink swapped in between the
+check and the open is refused too.
+
+This confines the file tools only: `run_shell_command` runs with the user's full rights. Use the
+sandboxed (container) agent to contain the shell.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from typing import Any
+
+from agent.errors import OperationError
+
+MAX_LIST_ENTRIES = 1000
+BINARY_SNIFF_BYTES = 8192
+
+
+class PathPolicy:
+    def __init__(self, roots: tuple[str, ...], home: str) -> None:
+        self.home = home
+        self.roots = tuple(os.path.realpath(r) for r in roots)
+
+    def resolve(self, path: str) -> str:
+        """The real absolute path for `path`, or OperationError if it lies outside every root."""
+        if not isinstance(path, str) or not path:
+            raise OperationError("invalid_path", "path must be a non-empty string")
+        if "\x00" in path:
+            raise OperationError("invalid_path", "path contains a NUL byte")
+        if path == "~":
+            expanded = self.home
+        elif path.startswith("~/"):
+            expanded = os.path.join(self.home, path[2:])
+        else:
+            expanded = path
+        if not os.path.isabs(expanded):
+            expanded = os.path.join(self.home, expanded)
+        real = os.path.realpath(expanded)
+        if not self.allows(real):
+            raise OperationError(
+                "path_outside_roots",
+                f"{path} resolves to {real}, which is outside the allowed roots ({', '.join(self.roots)})",
+            )
+        return real
+
+    def allows(self, real: str) -> bool:
+        return any(real == root or os.path.commonpath([real, root]) == root for root in self.roots)
+
+
+def _open_checked(real: str, flags: int, mode: int = 0o644) -> int:
+    """Open `real` without following a final symlink, and insist it is still what was checked."""
+    try:
+        fd = os.open(real, flags | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, mode)
+    except FileNotFoundError:
+        raise OperationError("not_found", f"no such file: {real}") from None
+    except IsADirectoryError:
+        raise OperationError("not_a_file", f"{real} is a directory, not a file") from None
+    except PermissionError:
+        raise OperationError("permission_denied", f"permission denied: {real}") from None
+    except OSError as error:
+        if error.errno == 40:  # ELOOP: the final component became a symlink after the check
+            raise OperationError("path_changed", f"{real} became a symlink; refused") from None
+        raise OperationError("io_error", f"cannot open {real}: {error.strerror}") from None
+    return fd
+
+
+def read_file(policy: PathPolicy, path: str, *, max_bytes: int) -> dict[str, Any]:
+    real = policy.resolve(path)
+    if not os.path.lexists(real):
+        raise OperationError("not_found", f"no such file: {real}")
+    info = os.stat(real)
+    if stat.S_ISDIR(info.st_mode):
+        raise OperationError("not_a_file", f"{real} is a directory, not a file; use list_directory")
+    if not stat.S_ISREG(info.st_mode):
+        raise OperationError("not_a_file", f"{real} is not a regular file (device, FIFO or socket)")
+    fd = _open_checked(real, os.O_RDONLY)
+    with os.fdopen(fd, "rb") as handle:
+        opened = os.fstat(handle.fileno())
+        if (opened.st_dev, opened.st_ino) != (info.st_dev, info.st_ino) or not stat.S_ISREG(opened.st_mode):
+            raise OperationError("path_changed", f"{real} changed while it was being opened; refused")
+        if opened.st_size > max_bytes:
+            raise OperationError(
+                "file_too_large", f"{real} is {opened.st_size} bytes, over the {max_bytes}-byte read limit"
+            )
+        data = handle.read(max_bytes + 1)
+    if b"\x00" in data[:BINARY_SNIFF_BYTES]:
+        raise OperationError("binary_file", f"{real} looks binary ({len(data)} bytes); not shown as text")
+    try:
+        content = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise OperationError("binary_file", f"{real} is not UTF-8 text ({len(data)} bytes); not shown") from None
+    return {"path": real, "size": len(data), "content": content}
+
+
+def write_file(policy: PathPolicy, path: str, content: str, *, max_bytes: int) -> dict[str, Any]:
+    data = content.encode("utf-8", "surrogateescape")
+    if len(data) > max_bytes:
+        raise OperationError("content_too_large", f"content is {len(data)} bytes, over the {max_bytes}-byte limit")
+    real = policy.resolve(path)
+    parent = os.path.dirname(real)
+    if not os.path.isdir(parent):
+        raise OperationError("parent_not_found", f"folder {parent} does not exist; create it first")
+    if os.path.lexists(real) and not os.path.isfile(real):
+        raise OperationError("not_a_file", f"{real} exists and is not a regular file")
+    fd = _open_checked(real, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    with os.fdopen(fd, "wb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            raise OperationError("not_a_file", f"{real} is not a regular file")
+        handle.write(data)
+    return {"path": real, "bytes_written": len(data)}
+
+
+def list_directory(policy: PathPolicy, path: str) -> dict[str, Any]:
+    real = policy.resolve(path)
+    if not os.path.exists(real):
+        raise OperationError("not_found", f"no such directory: {real}")
+    if not os.path.isdir(real):
+        raise OperationError("not_a_directory", f"{real} is not a directory; use read_file")
+    entries = []
+    try:
+        with os.scandir(real) as scan:
+            items = sorted(scan, key=lambda e: e.name)
+    except PermissionError:
+        raise OperationError("permission_denied", f"permission denied: {real}") from None
+    for entry in items[:MAX_LIST_ENTRIES]:
+        name = entry.name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        try:
+            if entry.is_symlink():
+                kind, size = "symlink", None
+            elif entry.is_dir():
+                kind, size = "directory", None
+            elif entry.is_file():
+                kind, size = "file", entry.stat().st_size
+            else:
+                kind, size = "other", None
+        except OSError:
+            kind, size = "unknown", None
+        entries.append({"name": name, "type": kind, "size": size})
+    return {"path": real, "entries": entries, "truncated": max(0, len(items) - MAX_LIST_ENTRIES)}

@@ -1,0 +1,188 @@
+"""The agent's main loop: register, long-poll, run commands concurrently, post results.
+
+Network trouble is retried with exponential backoff and full jitter, capped; an outage is logged once
+when it starts and once when it ends. The first SIGTERM/SIGINT stops polling and lets running commands
+finish for a short while; a second one exits at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import random
+import signal
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import requests
+
+from agent import VERSION, operations
+from agent.client import RelayClient, RelayError
+from agent.config import AgentConfig
+from agent.files import PathPolicy
+
+log = logging.getLogger("agent")
+SHUTDOWN_GRACE_SECONDS = 10.0
+RESULT_RETRY_SECONDS = 600.0
+
+
+class Backoff:
+    def __init__(self, cap: float, base: float = 0.5) -> None:
+        self.cap, self.base, self.failures = cap, base, 0
+
+    def next_delay(self) -> float:
+        self.failures += 1
+        return random.uniform(0, min(self.cap, self.base * 2 ** min(self.failures, 16)))
+
+    def reset(self) -> None:
+        self.failures = 0
+
+
+class Agent:
+    def __init__(self, config: AgentConfig) -> None:
+        self.config = config
+        self.policy = PathPolicy(config.roots, config.home)
+        facts = {
+            "hostname": platform.node(),
+            "os": f"{platform.system()} {platform.release()} ({platform.machine()})",
+            "version": VERSION,
+            "roots": list(self.policy.roots),
+        }
+        self.client = RelayClient(config, facts=facts)
+        self.stopping = threading.Event()
+        self.executor = ThreadPoolExecutor(max_workers=config.max_concurrent_commands, thread_name_prefix="command")
+        self._seen: dict[str, float] = {}
+        self._seen_lock = threading.Lock()
+        self._outage_since: float | None = None
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    def install_signal_handlers(self) -> None:
+        def handle(signum, _frame):
+            if self.stopping.is_set():
+                log.warning("second signal: exiting now")
+                raise SystemExit(1)
+            log.info("received %s: finishing running commands, then exiting", signal.Signals(signum).name)
+            self.stopping.set()
+
+        signal.signal(signal.SIGTERM, handle)
+        signal.signal(signal.SIGINT, handle)
+
+    def run(self) -> None:
+        """Poll until stopped. The poll runs in its own thread so a signal is acted on at once."""
+        log.info(
+            "agent %s for machine %r -> %s (roots: %s)",
+            VERSION, self.config.machine_name, self.config.relay_url, ", ".join(self.policy.roots),
+        )
+        poller = threading.Thread(target=self._poll_forever, name="poller", daemon=True)
+        poller.start()
+        while not self.stopping.wait(0.5):
+            if not poller.is_alive():
+                break
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        deadline = time.monotonic() + SHUTDOWN_GRACE_SECONDS
+        while time.monotonic() < deadline and self._running():
+            time.sleep(0.1)
+        log.info("agent stopped")
+
+    def _running(self) -> int:
+        return self.executor._work_queue.qsize() + sum(1 for t in self.executor._threads if t.is_alive() and getattr(t, "_busy", False))
+
+    def _poll_forever(self) -> None:
+        backoff = Backoff(self.config.backoff_max_seconds)
+        while not self.stopping.is_set():
+            try:
+                commands = self.client.poll()
+            except (requests.RequestException, RelayError) as error:
+                if isinstance(error, RelayError) and not error.retryable and not error.needs_register:
+                    log.error("server refused the agent: %s", error)
+                self._outage(error)
+                self.stopping.wait(backoff.next_delay())
+                continue
+            backoff.reset()
+            self._recovered()
+            for command in commands:
+                if self._first_time(command["id"], command.get("lease", 0)):
+                    self.executor.submit(self._execute, command)
+
+    def _first_time(self, command_id: str, lease: int) -> bool:
+        key = f"{command_id}:{lease}"
+        with self._seen_lock:
+            if key in self._seen:
+                return False
+            now = time.monotonic()
+            self._seen[key] = now
+            if len(self._seen) > 10000:
+                for old in [k for k, t in self._seen.items() if now - t > 3600]:
+                    del self._seen[old]
+            return True
+
+    def _outage(self, error: Exception) -> None:
+        if self._outage_since is None:
+            self._outage_since = time.monotonic()
+            log.warning("lost contact with %s: %s; retrying with backoff", self.config.relay_url, _describe(error))
+
+    def _recovered(self) -> None:
+        if self._outage_since is not None:
+            log.info("reconnected to %s after %.0f s", self.config.relay_url, time.monotonic() - self._outage_since)
+            self._outage_since = None
+
+    # --- one command ----------------------------------------------------------------------------
+
+    def _execute(self, command: dict[str, Any]) -> None:
+        threading.current_thread()._busy = True
+        try:
+            self._execute_one(command)
+        except Exception:
+            log.exception("command %s failed unexpectedly", command.get("id"))
+        finally:
+            threading.current_thread()._busy = False
+
+    def _execute_one(self, command: dict[str, Any]) -> None:
+        command_id, tool = command["id"], command["tool"]
+        try:
+            self.client.start(command)
+        except RelayError as error:
+            log.info("command %s not started: %s", command_id, error.message)
+            return
+        except requests.RequestException as error:
+            # Unconfirmed: the lease will run out and the server hands the command out again.
+            log.warning("could not confirm command %s: %s", command_id, _describe(error))
+            return
+        started = time.monotonic()
+        body = operations.outcome(tool, command.get("arguments") or {}, float(command.get("timeout_seconds", 30)), self.config, self.policy)
+        log.info("command %s (%s) %s in %.0f ms", command_id, tool, body["status"], (time.monotonic() - started) * 1000)
+        self._deliver(command_id, body)
+
+    def _deliver(self, command_id: str, body: dict[str, Any]) -> None:
+        """Post the result until the server acknowledges it; repeats are safe (idempotent by id)."""
+        backoff = Backoff(self.config.backoff_max_seconds, base=0.2)
+        deadline = time.monotonic() + RESULT_RETRY_SECONDS
+        while True:
+            try:
+                self.client.post_result(command_id, body)
+                return
+            except RelayError as error:
+                if not error.retryable:
+                    log.error("result for %s refused: %s", command_id, error)
+                    return
+                failure: Exception = error
+            except requests.RequestException as error:
+                failure = error
+            if time.monotonic() > deadline:
+                log.error("gave up delivering the result of %s: %s", command_id, _describe(failure))
+                return
+            time.sleep(backoff.next_delay())
+
+
+def _describe(error: Exception) -> str:
+    """A one-line reason without URLs' credentials or response bodies."""
+    if isinstance(error, RelayError):
+        return str(error)
+    if isinstance(error, requests.ConnectionError):
+        return f"connection failed ({type(error).__name__})"
+    if isinstance(error, requests.Timeout):
+        return "timed out"
+    return type(error).__name__

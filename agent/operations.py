@@ -1,0 +1,46 @@
+"""The tools an agent carries out, keyed by name: each returns a result dict or raises OperationError."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from agent import files, shell
+from agent.config import AgentConfig
+from agent.errors import OperationError
+
+MAX_WRITE_BYTES = 10 * 1024 * 1024
+
+
+def perform(tool: str, arguments: dict[str, Any], timeout_seconds: float, config: AgentConfig, policy: files.PathPolicy) -> dict[str, Any]:
+    if tool == "run_shell_command":
+        cwd = arguments.get("working_dir") or config.home
+        cwd = policy.home if cwd == "~" else os.path.expanduser(cwd) if cwd.startswith("~/") else cwd
+        return shell.run(
+            arguments["command"],
+            shell=config.shell,
+            cwd=cwd,
+            timeout_seconds=timeout_seconds,
+            max_output_bytes=config.max_output_bytes,
+            kill_grace_seconds=config.kill_grace_seconds,
+        )
+    if tool == "read_file":
+        return files.read_file(policy, arguments["path"], max_bytes=config.max_read_bytes)
+    if tool == "write_file":
+        return files.write_file(policy, arguments["path"], arguments["content"], max_bytes=MAX_WRITE_BYTES)
+    if tool == "list_directory":
+        return files.list_directory(policy, arguments["path"])
+    raise OperationError("unknown_tool", f"this agent does not know the tool {tool!r}; upgrade it")
+
+
+def outcome(tool: str, arguments: dict[str, Any], timeout_seconds: float, config: AgentConfig, policy: files.PathPolicy) -> dict[str, Any]:
+    """The body to post as the command's result."""
+    try:
+        result = perform(tool, arguments, timeout_seconds, config, policy)
+    except OperationError as error:
+        return {"status": "failed", "error": {"code": error.code, "message": error.message}}
+    except (KeyError, TypeError) as error:
+        return {"status": "failed", "error": {"code": "invalid_arguments", "message": f"bad arguments: {error}"}}
+    if result.get("timed_out"):
+        return {"status": "timed_out", "result": result, "exit_code": result.get("exit_code")}
+    return {"status": "succeeded", "result": result, "exit_code": result.get("exit_code")}

@@ -1,0 +1,62 @@
+"""Code Remote's server: a Flask app that relays MCP tool calls to agents on users' machines.
+
+`create_app()` is the only place that knows every layer: it opens the database, builds the services
+(relay, tools, MCP dispatcher, sessions, agent tokens) and registers one blueprint per surface.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+from flask import Flask
+
+from web import agent_api, api, errors, sse
+from web.auth import AgentTokens
+from web.config import Config
+from web.http import install_error_handlers
+from web.mcp_protocol import Dispatcher
+from web.models import open_database
+from web.relay import Relay
+from web.session import SessionStore
+from web.tools import ToolBox
+
+
+@dataclasses.dataclass
+class Services:
+    """Everything a request handler may need, built once per app."""
+
+    config: Config
+    relay: Relay
+    toolbox: ToolBox
+    dispatcher: Dispatcher
+    sessions: SessionStore
+    agent_tokens: AgentTokens
+
+
+def build_services(config: Config) -> Services:
+    relay = Relay(config)
+    toolbox = ToolBox(relay)
+    return Services(
+        config=config,
+        relay=relay,
+        toolbox=toolbox,
+        dispatcher=Dispatcher(toolbox),
+        sessions=SessionStore(config.session_idle_seconds),
+        agent_tokens=AgentTokens(config.agent_signing_keys, config.agent_token_max_age_seconds),
+    )
+
+
+def create_app(config: Config | None = None) -> Flask:
+    """Build the WSGI app from `config` (default: the environment)."""
+    config = config or Config.from_env()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    open_database(config.database_url)
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = config.max_result_bytes
+    app.extensions["code_remote"] = build_services(config)
+    install_error_handlers(app)
+    app.register_blueprint(api.bp)
+    app.register_blueprint(sse.bp)
+    app.register_blueprint(agent_api.bp)
+    return app

@@ -1,0 +1,103 @@
+"""The audit trail: every MCP tool call becomes a `tool_call` row, refused calls included.
+
+A row is written when the call arrives (status `pending`) and completed when it ends, so a call that
+never returns (a crash, a lost agent) still leaves its trace. File contents are recorded as size and
+SHA-256, never whole; long strings are cut to a bounded size with the cut said out loud.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from typing import Any
+
+from web.models import ToolCall, db, now
+
+MAX_STRING_CHARS = 2048
+SECRET_ARGUMENTS = frozenset({"content"})
+
+
+def summarize_arguments(arguments: Any) -> Any:
+    """Arguments as stored in the audit row: contents hashed, long strings shortened."""
+    if not isinstance(arguments, dict):
+        return {"_invalid": f"arguments of type {type(arguments).__name__}"}
+    summary: dict[str, Any] = {}
+    for key, value in list(arguments.items())[:32]:
+        key = str(key)[:64]
+        if key in SECRET_ARGUMENTS and isinstance(value, str):
+            data = value.encode("utf-8", "surrogatepass")
+            summary[key] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+        elif isinstance(value, str) and len(value) > MAX_STRING_CHARS:
+            summary[key] = value[:MAX_STRING_CHARS] + f"…[{len(value) - MAX_STRING_CHARS} more characters]"
+        elif isinstance(value, (str, int, float, bool)) or value is None:
+            summary[key] = value
+        else:
+            summary[key] = f"<{type(value).__name__}>"
+    return summary
+
+
+class AuditEntry:
+    """One tool call's row, opened on arrival and closed once with the outcome."""
+
+    def __init__(self, *, session_id: str, transport: str, tool: str, arguments: Any) -> None:
+        self._started = time.monotonic()
+        with db.connection_context():
+            self.row = ToolCall.create(
+                session_id=session_id,
+                transport=transport,
+                tool=str(tool)[:64],
+                arguments=summarize_arguments(arguments),
+            )
+
+    def finish(self, *, status: str, is_error: bool, message: str = "", machine: str = "", error_code: str | None = None, exit_code: int | None = None, output_bytes: int | None = None, command_id: str | None = None) -> None:
+        fields = {
+            ToolCall.finished_at: now(),
+            ToolCall.status: status,
+            ToolCall.is_error: is_error,
+            ToolCall.message: message[:MAX_STRING_CHARS],
+            ToolCall.error_code: error_code,
+            ToolCall.exit_code: exit_code,
+            ToolCall.output_bytes: output_bytes,
+            ToolCall.duration_ms: round((time.monotonic() - self._started) * 1000, 3),
+            ToolCall.command_id: command_id,
+        }
+        if machine:
+            fields[ToolCall.machine] = machine
+        with db.connection_context():
+            ToolCall.update(fields).where(ToolCall.id == self.row.id).execute()
+
+
+def recent(*, limit: int = 50, machine: str | None = None) -> list[dict[str, Any]]:
+    """The newest audit rows as JSON-ready dicts."""
+    with db.connection_context():
+        query = ToolCall.select().order_by(ToolCall.id.desc()).limit(limit)
+        if machine:
+            query = query.where(ToolCall.machine == machine)
+        return [_row(r) for r in query]
+
+
+def _row(r: ToolCall) -> dict[str, Any]:
+    return {
+        "id": r.id,
+        "created_at": _iso(r.created_at),
+        "finished_at": _iso(r.finished_at),
+        "session_id": r.session_id,
+        "transport": r.transport,
+        "machine": r.machine,
+        "tool": r.tool,
+        "arguments": r.arguments,
+        "status": r.status,
+        "is_error": r.is_error,
+        "error_code": r.error_code,
+        "message": r.message,
+        "exit_code": r.exit_code,
+        "output_bytes": r.output_bytes,
+        "duration_ms": r.duration_ms,
+        "command_id": r.command_id,
+    }
+
+
+def _iso(t: float | None) -> str | None:
+    if t is None:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int((t % 1) * 1000):03d}Z"

@@ -1,0 +1,74 @@
+"""HTTP helpers shared by the blueprints: the services, JSON bodies and the one error shape."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from flask import Flask, Response, current_app, request
+from werkzeug.exceptions import HTTPException
+
+from web import errors
+from web.auth import Unauthorized, check_owner_token
+
+log = logging.getLogger(__name__)
+
+
+def services():
+    return current_app.extensions["code_remote"]
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    """Pretty JSON ending in a newline, as curl users like it."""
+    text = json.dumps(body, indent=2, ensure_ascii=False) + "\n"
+    return Response(text, status=status, headers=headers, mimetype="application/json")
+
+
+def error_response(error: errors.CodeRemoteError) -> Response:
+    headers = {}
+    if isinstance(error, errors.Unauthorized):
+        headers["WWW-Authenticate"] = f'Bearer realm="code-remote", error="invalid_token", error_description="{error.message}"'
+    return json_response(error.body(), error.http_status, headers)
+
+
+def require_owner() -> str:
+    """Check the owner's bearer token on this request; return its fingerprint."""
+    return check_owner_token(request.headers.get("Authorization"), services().config.auth_token)
+
+
+def read_json(max_bytes: int) -> Any:
+    """The request body as JSON, within a size limit, or a precise 4xx."""
+    length = request.content_length
+    if length is not None and length > max_bytes:
+        raise errors.PayloadTooLarge(f"request body of {length} bytes is over the {max_bytes}-byte limit")
+    data = request.get_data(cache=False)
+    if len(data) > max_bytes:
+        raise errors.PayloadTooLarge(f"request body is over the {max_bytes}-byte limit")
+    try:
+        return json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise errors.ParseError(f"body is not valid JSON: {error}") from None
+
+
+def install_error_handlers(app: Flask) -> None:
+    @app.errorhandler(errors.CodeRemoteError)
+    def handle_code_remote_error(error: errors.CodeRemoteError):
+        return error_response(error)
+
+    @app.errorhandler(HTTPException)
+    def handle_http_error(error: HTTPException):
+        code = (error.name or "error").lower().replace(" ", "_")
+        response = json_response({"error": {"code": code, "message": error.description}}, error.code or 500)
+        allowed = getattr(error, "valid_methods", None)
+        if allowed:
+            response.headers["Allow"] = ", ".join(allowed)
+        return response
+
+    @app.errorhandler(Exception)
+    def handle_unexpected(error: Exception):
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return error_response(errors.CodeRemoteError("internal error; see the server log"))
+
+
+__all__ = ["Unauthorized", "error_response", "json_response", "read_json", "require_owner", "services"]

@@ -1,0 +1,153 @@
+"""Peewee models: machines, relayed commands and the audit trail.
+
+The database is chosen by `DATABASE_URL` (`sqlite:///data/code-remote.db` by default,
+`postgresql://user:pass@host/db` for PostgreSQL); the same models serve both. Times are UTC epoch
+seconds in `*_at` fields, which sort and compare the same way on every backend.
+
+Connections are opened per unit of work with `db.connection_context()` rather than per HTTP request:
+a long-poll or an SSE stream may be held for minutes and must not pin a connection while it waits.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+from peewee import (
+    BooleanField,
+    CharField,
+    DatabaseProxy,
+    DoubleField,
+    IntegerField,
+    Model,
+    TextField,
+)
+from playhouse.db_url import connect
+
+db = DatabaseProxy()
+
+SQLITE_PRAGMAS = {
+    # WAL with synchronous=NORMAL costs ~0.1 ms a write; the default journal costs ~1 ms of fsync.
+    "journal_mode": "wal",
+    "synchronous": "normal",
+    "busy_timeout": 5000,
+    "foreign_keys": 1,
+}
+
+# Command states. The server is the only writer; see docs/ARCHITECTURE.md for the transitions.
+QUEUED, LEASED, RUNNING = "queued", "leased", "running"
+SUCCEEDED, FAILED, TIMED_OUT, CANCELLED, EXPIRED, LOST = (
+    "succeeded",
+    "failed",
+    "timed_out",
+    "cancelled",
+    "expired",
+    "lost",
+)
+TERMINAL_STATES = frozenset({SUCCEEDED, FAILED, TIMED_OUT, CANCELLED, EXPIRED, LOST})
+
+
+def open_database(url: str):
+    """Open the database named by `url` and bind the models to it."""
+    if url.startswith("sqlite:///"):
+        path = url[len("sqlite:///") :].split("?", 1)[0]
+        if path and path != ":memory:":
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        database = connect(url, pragmas=SQLITE_PRAGMAS, autoconnect=True)
+    else:
+        database = connect(url, autoconnect=True)
+    db.initialize(database)
+    return database
+
+
+def atomic_write():
+    """A read-then-write transaction. SQLite needs BEGIN IMMEDIATE, or concurrent writers from two
+    processes fail with "database is locked" instead of waiting their turn."""
+    if db.obj is not None and db.obj.__class__.__name__.lower().startswith("sqlite"):
+        return db.atomic("IMMEDIATE")
+    return db.atomic()
+
+
+def now() -> float:
+    return time.time()
+
+
+class JSONField(TextField):
+    """JSON stored as text, so it works the same on SQLite and PostgreSQL."""
+
+    def db_value(self, value: Any) -> str | None:
+        return None if value is None else json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+    def python_value(self, value: str | None) -> Any:
+        return None if value is None else json.loads(value)
+
+
+class BaseModel(Model):
+    class Meta:
+        database = db
+
+
+class Machine(BaseModel):
+    name = CharField(max_length=64, unique=True)
+    hostname = CharField(max_length=255, default="")
+    os = CharField(max_length=255, default="")
+    agent_version = CharField(max_length=64, default="")
+    roots = JSONField(default=list)
+    registered_at = DoubleField(default=now)
+    last_seen_at = DoubleField(default=now)
+    # Bumped to revoke every token issued to this machine so far.
+    token_generation = IntegerField(default=0)
+
+    class Meta:
+        table_name = "machine"
+
+
+class Command(BaseModel):
+    id = CharField(max_length=32, primary_key=True)
+    machine = CharField(max_length=64, index=True)
+    tool = CharField(max_length=64)
+    arguments = JSONField()
+    state = CharField(max_length=16, index=True, default=QUEUED)
+    timeout_seconds = DoubleField()
+    session_id = CharField(max_length=64, default="")
+    created_at = DoubleField(default=now)
+    leased_at = DoubleField(null=True)
+    lease_expires_at = DoubleField(null=True)
+    lease_count = IntegerField(default=0)
+    started_at = DoubleField(null=True)
+    finished_at = DoubleField(null=True)
+    result = JSONField(null=True)
+    exit_code = IntegerField(null=True)
+    error_code = CharField(max_length=64, null=True)
+    error_message = TextField(null=True)
+
+    class Meta:
+        table_name = "command"
+
+
+class ToolCall(BaseModel):
+    """The audit trail: one row per MCP tool call, refused calls included."""
+
+    created_at = DoubleField(default=now, index=True)
+    finished_at = DoubleField(null=True)
+    session_id = CharField(max_length=64, default="")
+    transport = CharField(max_length=16, default="")
+    machine = CharField(max_length=64, default="", index=True)
+    tool = CharField(max_length=64, default="")
+    arguments = JSONField(default=dict)
+    status = CharField(max_length=16, default="pending")
+    is_error = BooleanField(default=False)
+    error_code = CharField(max_length=64, null=True)
+    message = TextField(default="")
+    exit_code = IntegerField(null=True)
+    output_bytes = IntegerField(null=True)
+    duration_ms = DoubleField(null=True)
+    command_id = CharField(max_length=32, null=True)
+
+    class Meta:
+        table_name = "tool_call"
+
+
+MODELS = [Machine, Command, ToolCall]

@@ -1,0 +1,85 @@
+"""MCP sessions: who opened them, which protocol revision they speak, and their outgoing messages.
+
+A session lives in the memory of the server process that opened it: an SSE session as long as its
+stream is open, a Streamable HTTP session until it is deleted or sits idle too long. Each is bound to
+the fingerprint of the credential that opened it; any other credential is told it does not exist.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import queue
+import secrets
+import threading
+import time
+from typing import Any
+
+from web import errors
+
+CLOSED = object()
+
+
+@dataclasses.dataclass(eq=False)
+class Session:
+    id: str
+    credential: str
+    transport: str
+    protocol_version: str | None = None
+    client_info: dict[str, Any] | None = None
+    initialized: bool = False
+    created_at: float = dataclasses.field(default_factory=time.monotonic)
+    last_active: float = dataclasses.field(default_factory=time.monotonic)
+    closed: bool = False
+    outbox: queue.Queue = dataclasses.field(default_factory=queue.Queue)
+
+    def send(self, message: dict[str, Any]) -> None:
+        """Queue a JSON-RPC message for the session's stream."""
+        if not self.closed:
+            self.outbox.put(message)
+
+    def close(self) -> None:
+        self.closed = True
+        self.outbox.put(CLOSED)
+
+
+class SessionStore:
+    def __init__(self, idle_seconds: float) -> None:
+        self.idle_seconds = idle_seconds
+        self._sessions: dict[str, Session] = {}
+        self._lock = threading.Lock()
+
+    def open(self, credential: str, transport: str) -> Session:
+        self.expire()
+        session = Session(id=secrets.token_hex(16), credential=credential, transport=transport)
+        with self._lock:
+            self._sessions[session.id] = session
+        return session
+
+    def get(self, session_id: str | None, credential: str, transport: str) -> Session:
+        """The open session with this id, opened by this credential over this transport, or a 404."""
+        with self._lock:
+            session = self._sessions.get(session_id or "")
+        if session is None or session.closed or session.credential != credential or session.transport != transport:
+            raise errors.NotFound(
+                "unknown or expired session: open a new one", code="unknown_session"
+            )
+        session.last_active = time.monotonic()
+        return session
+
+    def close(self, session: Session) -> None:
+        with self._lock:
+            self._sessions.pop(session.id, None)
+        session.close()
+
+    def expire(self) -> None:
+        """Drop sessions idle for longer than the limit (clients rarely say goodbye)."""
+        cutoff = time.monotonic() - self.idle_seconds
+        with self._lock:
+            stale = [s for s in self._sessions.values() if s.last_active < cutoff]
+            for s in stale:
+                del self._sessions[s.id]
+        for s in stale:
+            s.close()
+
+    def __len__(self) -> int:
+        return len(self._sessions)

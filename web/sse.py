@@ -1,0 +1,88 @@
+"""MCP over SSE, protocol revision 2024-11-05: `GET /sse` opens a stream whose first event names the
+URL to POST JSON-RPC to (`/messages?session_id=…`); answers arrive on the stream as `message` events.
+
+The stream yields at once (Flask sends headers only with the first chunk) and sends a comment every
+`heartbeat_seconds`, which keeps proxies from cutting it and is how a closed client gets noticed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+
+from flask import Blueprint, Response, request, stream_with_context
+
+from web import errors
+from web.http import json_response, read_json, require_owner, services
+from web.mcp_protocol import error_response as jsonrpc_error
+from web.session import CLOSED, Session
+
+log = logging.getLogger(__name__)
+bp = Blueprint("sse", __name__)
+TRANSPORT = "sse"
+
+
+def sse_event(event: str, data: str) -> str:
+    return f"event: {event}\ndata: {data}\n\n"
+
+
+@bp.route("/sse", methods=["GET", "POST", "DELETE"])
+def open_stream():
+    if request.method != "GET":
+        # mcp-remote and the official client try Streamable HTTP first and fall back to SSE on 405.
+        return json_response(
+            {"error": {"code": "method_not_allowed", "message": "this is the SSE endpoint: GET it; Streamable HTTP is at /mcp"}},
+            405,
+            {"Allow": "GET"},
+        )
+    credential = require_owner()
+    svc = services()
+    session = svc.sessions.open(credential, TRANSPORT)
+    heartbeat = svc.config.heartbeat_seconds
+    log.info("sse session %s opened", session.id[:8])
+
+    def stream():
+        try:
+            yield sse_event("endpoint", f"/messages?session_id={session.id}")
+            while True:
+                try:
+                    message = session.outbox.get(timeout=heartbeat)
+                except queue.Empty:
+                    session.last_active = time.monotonic()
+                    yield ": keep-alive\n\n"
+                    continue
+                if message is CLOSED:
+                    return
+                yield sse_event("message", json.dumps(message, separators=(",", ":"), ensure_ascii=False))
+        finally:
+            svc.sessions.close(session)
+            log.info("sse session %s closed", session.id[:8])
+
+    return Response(
+        stream_with_context(stream()),
+        mimetype="text/event-stream",
+        headers={"Cache-Control": "no-cache, no-transform", "X-Accel-Buffering": "no"},
+    )
+
+
+@bp.post("/messages")
+def post_message():
+    credential = require_owner()
+    svc = services()
+    session = svc.sessions.get(request.args.get("session_id"), credential, TRANSPORT)
+    try:
+        payload = read_json(svc.config.max_request_bytes)
+    except errors.ParseError as error:
+        session.send(jsonrpc_error(None, error))
+        raise
+    # Tool calls may wait minutes for an agent: answer the POST now, the stream carries the reply.
+    threading.Thread(target=_dispatch, args=(svc, session, payload), daemon=True).start()
+    return Response("Accepted\n", status=202, mimetype="text/plain")
+
+
+def _dispatch(svc, session: Session, payload) -> None:
+    for response in svc.dispatcher.handle_batch(payload, session, transport=TRANSPORT):
+        session.send(response)
