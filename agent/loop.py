@@ -13,7 +13,6 @@ import random
 import signal
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import requests
@@ -52,7 +51,10 @@ class Agent:
         }
         self.client = RelayClient(config, facts=facts)
         self.stopping = threading.Event()
-        self.executor = ThreadPoolExecutor(max_workers=config.max_concurrent_commands, thread_name_prefix="command")
+        # Daemon threads, one per running command, so that exiting never waits on a stuck command.
+        self._slots = threading.BoundedSemaphore(config.max_concurrent_commands)
+        self._running = 0
+        self._running_lock = threading.Lock()
         self._seen: dict[str, float] = {}
         self._seen_lock = threading.Lock()
         self._outage_since: float | None = None
@@ -81,14 +83,10 @@ class Agent:
         while not self.stopping.wait(0.5):
             if not poller.is_alive():
                 break
-        self.executor.shutdown(wait=False, cancel_futures=True)
         deadline = time.monotonic() + SHUTDOWN_GRACE_SECONDS
-        while time.monotonic() < deadline and self._running():
-            time.sleep(0.1)
-        log.info("agent stopped")
-
-    def _running(self) -> int:
-        return self.executor._work_queue.qsize() + sum(1 for t in self.executor._threads if t.is_alive() and getattr(t, "_busy", False))
+        while self._running and time.monotonic() < deadline:
+            time.sleep(0.05)
+        log.info("agent stopped (%d commands still running)", self._running)
 
     def _poll_forever(self) -> None:
         backoff = Backoff(self.config.backoff_max_seconds)
@@ -105,7 +103,10 @@ class Agent:
             self._recovered()
             for command in commands:
                 if self._first_time(command["id"], command.get("lease", 0)):
-                    self.executor.submit(self._execute, command)
+                    self._slots.acquire()
+                    with self._running_lock:
+                        self._running += 1
+                    threading.Thread(target=self._execute, args=(command,), name=f"command-{command['id'][:8]}", daemon=True).start()
 
     def _first_time(self, command_id: str, lease: int) -> bool:
         key = f"{command_id}:{lease}"
@@ -132,13 +133,14 @@ class Agent:
     # --- one command ----------------------------------------------------------------------------
 
     def _execute(self, command: dict[str, Any]) -> None:
-        threading.current_thread()._busy = True
         try:
             self._execute_one(command)
         except Exception:
             log.exception("command %s failed unexpectedly", command.get("id"))
         finally:
-            threading.current_thread()._busy = False
+            with self._running_lock:
+                self._running -= 1
+            self._slots.release()
 
     def _execute_one(self, command: dict[str, Any]) -> None:
         command_id, tool = command["id"], command["tool"]

@@ -35,3 +35,10 @@ def list_commands():
         raise errors.BadRequest(f"limit must be a whole number from 1 to 1000, got {raw!r}", code="invalid_limit")
     machine = request.args.get("machine") or None
     return json_response({"tool_calls": audit.recent(limit=int(raw), machine=machine)})
+
+
+@bp.get("/api/machines")
+def list_machines():
+    """Every known machine: online or not, last seen, host, OS, agent version, allowed roots."""
+    require_owner()
+    return json_response({"machines": services().relay.status()})

@@ -99,6 +99,22 @@ class Relay:
     def last_seen_at(self, machine: Machine) -> float:
         return max(self._seen_at.get(machine.name, 0.0), machine.last_seen_at or 0.0)
 
+    def status(self) -> list[dict]:
+        """Every known machine, online or not, as JSON-ready dicts."""
+        t = now()
+        return [
+            {
+                "name": m.name,
+                "online": self.is_online(m),
+                "last_seen_seconds_ago": round(t - self.last_seen_at(m), 1),
+                "hostname": m.hostname,
+                "os": m.os,
+                "agent_version": m.agent_version,
+                "allowed_roots": m.roots,
+            }
+            for m in self.machines()
+        ]
+
     def _touch(self, name: str, *, force: bool = False) -> None:
         t = now()
         self._seen_at[name] = t

@@ -181,7 +181,7 @@ class ToolBox:
         try:
             arguments = validate_arguments(spec, arguments)
             if not spec.relayed:
-                text = json.dumps(self._status(), indent=2)
+                text = json.dumps({"machines": self.relay.status()}, indent=2)
                 audit.finish(status="ok", is_error=False, output_bytes=len(text))
                 return _text_result(text)
             machine = self._pick_machine(arguments.get("machine"))
@@ -246,23 +246,6 @@ class ToolBox:
         if not machines:
             return "none"
         return ", ".join(f"{m.name} ({'online' if self.relay.is_online(m) else 'offline'})" for m in machines)
-
-    def _status(self) -> dict[str, Any]:
-        t = time.time()
-        return {
-            "machines": [
-                {
-                    "name": m.name,
-                    "online": self.relay.is_online(m),
-                    "last_seen_seconds_ago": round(t - self.relay.last_seen_at(m), 1),
-                    "hostname": m.hostname,
-                    "os": m.os,
-                    "agent_version": m.agent_version,
-                    "allowed_roots": m.roots,
-                }
-                for m in self.relay.machines()
-            ]
-        }
 
 
 def format_outcome(command: Command) -> tuple[str, bool]:

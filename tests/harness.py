@@ -1,0 +1,174 @@
+"""Start the real server (gunicorn + gevent) and real agents as processes, for end-to-end tests.
+
+Every process gets a throwaway database, HOME and allowed roots under a temp folder, and a free
+loopback port. Readiness is waited for with a deadline, never a fixed sleep.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+TOKEN = "test-owner-token-0123456789abcdef"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(condition: Callable[[], Any], *, timeout: float = 15.0, interval: float = 0.05, what: str = "condition") -> Any:
+    """Poll `condition` until it returns something truthy, or fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = condition()
+            if value:
+                return value
+        except Exception as error:  # the thing waited for may not exist yet
+            last_error = error
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout} s waiting for {what}" + (f" (last error: {last_error})" if last_error else ""))
+
+
+class Process:
+    """A child process whose output goes to a log file, killed (with its group) on stop."""
+
+    def __init__(self, argv: list[str], *, env: dict[str, str], log_path: Path, cwd: Path = ROOT) -> None:
+        self.argv, self.log_path = argv, log_path
+        self._log = open(log_path, "ab")
+        self.proc = subprocess.Popen(
+            argv, cwd=cwd, env=env, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+        )
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int | None:
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, sig)
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=timeout)
+        self._log.close()
+        return self.proc.returncode
+
+
+def base_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AUTH_TOKEN", "RELAY_URL", "MACHINE_NAME", "DATABASE_URL"))}
+    env.update(PYTHONUNBUFFERED="1", PYTHONDONTWRITEBYTECODE="1")
+    for key in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy"):
+        env.pop(key, None)
+    env.update(extra)
+    return env
+
+
+class Server:
+    """gunicorn with the gevent worker, as the Procfile runs it, on a throwaway SQLite database."""
+
+    def __init__(self, workdir: Path, *, token: str = TOKEN, port: int | None = None, env: dict[str, str] | None = None) -> None:
+        self.workdir = workdir
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.token = token
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.database_url = f"sqlite:///{workdir / 'code-remote.db'}"
+        self.env = base_env(
+            AUTH_TOKEN=token, DATABASE_URL=self.database_url, PORT=str(self.port), HOST="127.0.0.1", ACCESS_LOG="1", **(env or {})
+        )
+        self.process: Process | None = None
+
+    def start(self) -> Server:
+        subprocess.run([PYTHON, "-m", "migrations"], cwd=ROOT, env=self.env, check=True, capture_output=True, timeout=60)
+        gunicorn = str(Path(PYTHON).with_name("gunicorn"))
+        self.process = Process([gunicorn, "-c", "gunicorn.conf.py", "wsgi:app"], env=self.env, log_path=self.workdir / "server.log")
+        wait_for(self._healthy, timeout=30, what=f"server on {self.url} (log: {self.workdir / 'server.log'})")
+        return self
+
+    def _healthy(self) -> bool:
+        if self.process and not self.process.alive():
+            raise RuntimeError(f"server exited:\n{self.process.log()[-3000:]}")
+        return requests.get(self.url + "/health", timeout=2).status_code == 200
+
+    def stop(self, sig: int = signal.SIGINT) -> None:
+        """SIGINT: gunicorn's quick shutdown (SIGTERM would let held polls run out first)."""
+        if self.process:
+            self.process.stop(sig)
+
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+    def health(self) -> dict[str, Any]:
+        return requests.get(self.url + "/health", timeout=5).json()
+
+    def audit(self, limit: int = 100, machine: str | None = None) -> list[dict[str, Any]]:
+        params: dict[str, Any] = {"limit": limit}
+        if machine:
+            params["machine"] = machine
+        response = requests.get(self.url + "/api/commands", params=params, headers=self.headers(), timeout=10)
+        response.raise_for_status()
+        return response.json()["tool_calls"]
+
+    def machines(self) -> dict[str, dict[str, Any]]:
+        response = requests.get(self.url + "/api/machines", headers=self.headers(), timeout=10)
+        response.raise_for_status()
+        return {m["name"]: m for m in response.json()["machines"]}
+
+
+class Agent:
+    """A real agent process with a throwaway HOME and roots under `workdir`."""
+
+    def __init__(self, server: Server, workdir: Path, name: str = "box", *, env: dict[str, str] | None = None) -> None:
+        self.server, self.name = server, name
+        self.home = workdir / f"home-{name}"
+        self.scratch = workdir / f"scratch-{name}"
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.scratch.mkdir(parents=True, exist_ok=True)
+        self.env = base_env(
+            RELAY_URL=server.url,
+            AUTH_TOKEN=server.token,
+            MACHINE_NAME=name,
+            HOME=str(self.home),
+            ALLOWED_ROOTS=os.pathsep.join([str(self.home), str(self.scratch)]),
+            SHELL="/bin/sh",
+            CODE_REMOTE_ENV_FILE=str(workdir / "no-such.env"),
+            **(env or {}),
+        )
+        self.log_path = workdir / f"agent-{name}.log"
+        self.process: Process | None = None
+
+    def start(self, *, wait_online: bool = True) -> Agent:
+        self.process = Process([PYTHON, "-m", "agent"], env=self.env, log_path=self.log_path)
+        if wait_online:
+            wait_for(self.online, timeout=20, what=f"agent {self.name} online (log: {self.log_path})")
+        return self
+
+    def online(self) -> bool:
+        if self.process and not self.process.alive():
+            raise RuntimeError(f"agent exited:\n{self.process.log()[-3000:]}")
+        machine = self.server.machines().get(self.name)
+        return bool(machine and machine["online"] and f"for machine '{self.name}'" in self.process.log())
+
+    def stop(self, sig: int = signal.SIGTERM) -> int | None:
+        return self.process.stop(sig) if self.process else None
