@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import hmac
+import ipaddress
 import os
 from collections.abc import Mapping
 
@@ -22,10 +23,10 @@ class ConfigError(RuntimeError):
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    auth_token: str
+    auth_token: str = dataclasses.field(repr=False)
     database_url: str = DEFAULT_DATABASE_URL
     # Signing keys for agent access tokens, newest first. Empty: one key derived from auth_token.
-    signing_keys: tuple[str, ...] = ()
+    signing_keys: tuple[str, ...] = dataclasses.field(default=(), repr=False)
     agent_token_max_age_seconds: int = 3600
     poll_timeout_seconds: float = 25.0
     heartbeat_seconds: float = 15.0
@@ -40,6 +41,22 @@ class Config:
     # Extra time a tool call waits past the command's own timeout for the agent to report back.
     result_grace_seconds: float = 10.0
     session_idle_seconds: float = 3600.0
+    # Security (docs/SECURITY.md). The server's public origin, e.g. https://code-remote.example.com;
+    # empty: taken from each request (Host, and X-Forwarded-* through trusted proxy hops).
+    public_url: str = ""
+    # The secret agents enrol with. Empty: AUTH_TOKEN, for single-secret setups.
+    agent_enrolment_secret: str = dataclasses.field(default="", repr=False)
+    oauth_access_token_seconds: int = 3600
+    oauth_refresh_token_seconds: int = 30 * 24 * 3600
+    oauth_code_seconds: int = 60
+    # CIDRs agents may connect from (empty: anywhere), and how many proxies in front append X-Forwarded-For.
+    agent_allowed_networks: tuple[str, ...] = ()
+    trusted_proxy_hops: int = 0
+    max_sessions_per_credential: int = 64
+    max_queued_per_machine: int = 256
+    max_command_bytes: int = 64 * 1024
+    # Failed authentications per client address per minute before it is answered 429.
+    auth_failures_per_minute: int = 20
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
@@ -65,6 +82,16 @@ class Config:
             agent_token_max_age_seconds=int(
                 _number(env, "AGENT_TOKEN_MAX_AGE_SECONDS", cls.agent_token_max_age_seconds)
             ),
+            public_url=env.get("PUBLIC_URL", "").strip().rstrip("/"),
+            agent_enrolment_secret=env.get("AGENT_ENROLMENT_SECRET", "").strip(),
+            oauth_access_token_seconds=int(
+                _number(env, "OAUTH_ACCESS_TOKEN_SECONDS", cls.oauth_access_token_seconds)
+            ),
+            agent_allowed_networks=_networks(env.get("AGENT_ALLOWED_NETWORKS", "")),
+            trusted_proxy_hops=int(_number(env, "TRUSTED_PROXY_HOPS", 0, allow_zero=True)),
+            auth_failures_per_minute=int(
+                _number(env, "AUTH_FAILURES_PER_MINUTE", cls.auth_failures_per_minute)
+            ),
         )
 
     @property
@@ -82,14 +109,27 @@ def database_url_from_env(environ: Mapping[str, str] | None = None) -> str:
     return env.get("DATABASE_URL", "").strip() or DEFAULT_DATABASE_URL
 
 
-def _number(env: Mapping[str, str], name: str, default: float) -> float:
+def _number(env: Mapping[str, str], name: str, default: float, *, allow_zero: bool = False) -> float:
     raw = env.get(name, "").strip()
     if not raw:
         return default
     try:
         value = float(raw)
     except ValueError:
-        raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from None
-    if value <= 0:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    if value < 0 or (value == 0 and not allow_zero):
         raise ConfigError(f"{name} must be positive, got {raw!r}")
     return value
+
+
+def _networks(raw: str) -> tuple[str, ...]:
+    """Comma-separated CIDRs, each checked now so a typo fails at start, not at the first agent."""
+    networks = []
+    for part in (p.strip() for p in raw.split(",")):
+        if not part:
+            continue
+        try:
+            networks.append(str(ipaddress.ip_network(part, strict=False)))
+        except ValueError:
+            raise ConfigError(f"AGENT_ALLOWED_NETWORKS: {part!r} is not a network such as 100.64.0.0/10") from None
+    return tuple(networks)

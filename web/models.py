@@ -151,3 +151,45 @@ class ToolCall(BaseModel):
 
 
 MODELS = [Machine, Command, ToolCall]
+
+
+class OAuthClient(BaseModel):
+    """A client registered through RFC 7591 dynamic registration (Claude.ai, Claude Code, ...)."""
+
+    client_id = CharField(max_length=64, primary_key=True)
+    client_name = CharField(max_length=200, default="")
+    redirect_uris = JSONField(default=list)
+    # "none" for public clients (PKCE alone); otherwise the SHA-256 of the issued client secret.
+    token_endpoint_auth_method = CharField(max_length=32, default="none")
+    secret_hash = CharField(max_length=64, null=True)
+    created_at = DoubleField(default=now)
+
+    class Meta:
+        table_name = "oauth_client"
+
+
+class OAuthGrant(BaseModel):
+    """An authorization code or a token, stored only as the SHA-256 of its value.
+
+    `kind` is "code", "access" or "refresh". Tokens descended from one consent share `family`, so a
+    replayed code or refresh token revokes the whole family at once.
+    """
+
+    token_hash = CharField(max_length=64, primary_key=True)
+    kind = CharField(max_length=16)
+    family = CharField(max_length=32, index=True)
+    client_id = CharField(max_length=64, index=True)
+    resource = CharField(max_length=512)
+    scope = CharField(max_length=200, default="")
+    redirect_uri = TextField(default="")
+    code_challenge = CharField(max_length=128, default="")
+    created_at = DoubleField(default=now)
+    expires_at = DoubleField()
+    used_at = DoubleField(null=True)
+    revoked_at = DoubleField(null=True)
+
+    class Meta:
+        table_name = "oauth_grant"
+
+
+MODELS += [OAuthClient, OAuthGrant]
