@@ -1,16 +1,23 @@
 """The agent's HTTP client: one `requests.Session`, explicit timeouts on every call, tokens only in
-the Authorization header. `requests` honours HTTPS_PROXY/NO_PROXY and REQUESTS_CA_BUNDLE by itself.
+the Authorization header.
+
+The proxy and the trusted CAs come from `AgentConfig` (which reads them from the environment or
+agent/.env, lowercase proxy variables winning), not from requests' own look at the environment, so the
+agent behaves the same under a service manager as in a shell. TLS is verified against CA_BUNDLE when
+given, else the operating system's store; there is no way to turn verification off.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import re
 from typing import Any
 
 import requests
 
 from agent import VERSION
-from agent.config import AgentConfig
+from agent.config import AgentConfig, mask
 
 log = logging.getLogger(__name__)
 REREGISTER_CODES = frozenset({"token_expired", "token_invalid", "token_revoked", "token_wrong_audience", "missing_token"})
@@ -39,6 +46,7 @@ class RelayClient:
         self.facts = facts
         self.http = requests.Session()
         self.http.headers["User-Agent"] = f"code-remote-agent/{VERSION}"
+        configure_session(self.http, config)
         self.access_token: str | None = None
         self.poll_timeout_seconds = 25.0
 
@@ -101,3 +109,88 @@ def _error(response: requests.Response) -> RelayError:
         # Not our server's JSON: a proxy's or load balancer's page. Say so, without dumping it.
         kind = response.headers.get("Content-Type", "unknown type").split(";")[0]
         return RelayError(response.status_code, "http_error", f"non-JSON {kind} response ({len(response.content)} bytes)")
+
+
+# Where the operating system keeps its CA bundle (Debian/Ubuntu, Fedora/RHEL, openSUSE, Alpine, macOS).
+SYSTEM_CA_FILES = (
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/ca-bundle.pem",
+    "/etc/ssl/cert.pem",
+)
+
+
+def trust_store(config: AgentConfig) -> str | bool:
+    """What TLS is verified against: CA_BUNDLE, else the system's bundle, else requests' own (certifi)."""
+    if config.ca_bundle:
+        return config.ca_bundle
+    import ssl
+
+    found = ssl.get_default_verify_paths().cafile
+    for candidate in (found, *SYSTEM_CA_FILES):
+        if candidate and os.path.isfile(candidate):
+            return candidate
+    return True
+
+
+def configure_session(session: requests.Session, config: AgentConfig) -> None:
+    """Point `session` at the configured proxy and trust store, ignoring requests' own env lookups."""
+    session.trust_env = False
+    session.proxies = {"http": config.proxy_url, "https": config.proxy_url} if config.proxy_url else {}
+    session.verify = trust_store(config)
+    if config.proxy_url:
+        log.info("using proxy %s for %s", mask(config.proxy_url), config.relay_url)
+    if config.ca_bundle:
+        log.info("trusting the CA bundle %s", config.ca_bundle)
+
+
+def _causes(error: BaseException) -> list[BaseException]:
+    """`error` and everything wrapped inside it (urllib3 nests reasons in args, not only __cause__)."""
+    seen: list[BaseException] = []
+    queue: list[BaseException] = [error]
+    while queue:
+        current = queue.pop(0)
+        if current in seen:
+            continue
+        seen.append(current)
+        nested = [getattr(current, "reason", None), current.__cause__, current.__context__]
+        nested += [a for a in getattr(current, "args", ()) if isinstance(a, BaseException)]
+        queue += [n for n in nested if isinstance(n, BaseException)]
+    return seen
+
+
+def classify(error: BaseException) -> tuple[str, str]:
+    """(kind, one-line reason) for a failed request, without credentials or bodies.
+
+    Kinds: `dropped` (an open connection was cut, e.g. a proxy ending a held poll: retry at once),
+    `proxy_refused` (the proxy answered 407/403 to CONNECT), `tls` (certificate not trusted), `dns`,
+    `unreachable`, `timeout`, `server` (an error answer) or `other`.
+    """
+    if isinstance(error, RelayError):
+        return "server", str(error)
+    chain = _causes(error)
+    text = " | ".join(str(e) for e in chain)
+    names = {type(e).__name__ for e in chain}
+    tunnel = re.search(r"Tunnel connection failed: (\d{3}[^'\"|)]*)", text)
+    if tunnel:
+        return "proxy_refused", f"the proxy refused the tunnel: {tunnel.group(1).strip()}"
+    if isinstance(error, requests.exceptions.SSLError) or "SSLCertVerificationError" in names:
+        verify = next((e for e in chain if type(e).__name__ == "SSLCertVerificationError"), None)
+        detail = getattr(verify, "verify_message", "") or "handshake failed"
+        return "tls", f"TLS verification of {mask_url(error)} failed: {detail}; if a proxy or private CA signs it, set CA_BUNDLE to that CA's PEM file"
+    if names & {"RemoteDisconnected", "ConnectionResetError", "BrokenPipeError", "IncompleteRead"} or "Connection aborted" in text:
+        return "dropped", "the connection was closed mid-request (a proxy or load balancer cutting it?)"
+    if isinstance(error, requests.Timeout):
+        return "timeout", "timed out"
+    if "NameResolutionError" in names or "Name or service not known" in text or "getaddrinfo failed" in text:
+        return "dns", "the host name does not resolve"
+    if names & {"NewConnectionError", "ConnectionRefusedError"}:
+        where = "the proxy" if isinstance(error, requests.exceptions.ProxyError) else "the server"
+        return "unreachable", f"cannot connect to {where} (connection refused or no route)"
+    return "other", f"{type(error).__name__}"
+
+
+def mask_url(error: BaseException) -> str:
+    request = getattr(error, "request", None)
+    url = getattr(request, "url", "") or "the server"
+    return mask(url.split("?", 1)[0])

@@ -7,10 +7,12 @@ beside this package, else `.env` in the current folder. The only reader of the e
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import socket
 from collections.abc import Mapping
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 DEFAULT_ROOTS = ("~", "/tmp", "/var/tmp")
 
@@ -35,6 +37,10 @@ class AgentConfig:
     poll_slack_seconds: float = 10.0
     backoff_max_seconds: float = 30.0
     kill_grace_seconds: float = 2.0
+    # The proxy for RELAY_URL ("" when none or when NO_PROXY names the server), and a CA bundle
+    # ("" for the operating system's trust store). TLS is always verified: there is no switch to turn it off.
+    proxy_url: str = ""
+    ca_bundle: str = ""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> AgentConfig:
@@ -60,7 +66,64 @@ class AgentConfig:
             shell=env.get("AGENT_SHELL") or env.get("SHELL") or "/bin/sh",
             max_output_bytes=int(env.get("MAX_OUTPUT_BYTES", cls.max_output_bytes)),
             max_read_bytes=int(env.get("MAX_READ_BYTES", cls.max_read_bytes)),
+            proxy_url=proxy_for(url, env),
+            ca_bundle=ca_bundle_from(env),
         )
+
+
+def _either(env: Mapping[str, str], name: str) -> str:
+    """`name` from the environment, the lowercase spelling winning as in curl and requests."""
+    return (env.get(name.lower()) or env.get(name.upper()) or "").strip()
+
+
+def proxy_for(url: str, env: Mapping[str, str]) -> str:
+    """The proxy to reach `url` through: https_proxy (http_proxy for an http:// URL), then all_proxy;
+    none when no_proxy names the host (`*`, a host, a `.suffix`, `host:port` or a CIDR range)."""
+    parts = urlsplit(url)
+    if any(_bypasses(entry.strip().lower(), parts) for entry in _either(env, "NO_PROXY").replace(" ", ",").split(",")):
+        return ""
+    proxy = _either(env, "HTTPS_PROXY" if parts.scheme == "https" else "HTTP_PROXY") or _either(env, "ALL_PROXY")
+    if proxy and "://" not in proxy:
+        proxy = "http://" + proxy
+    return proxy
+
+
+def _bypasses(entry: str, parts) -> bool:
+    host = (parts.hostname or "").lower()
+    if not entry:
+        return False
+    if entry == "*":
+        return True
+    if "/" in entry:
+        try:
+            return ipaddress.ip_address(host) in ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            return False
+    port = ""
+    if entry.count(":") == 1:
+        entry, port = entry.split(":")
+    if port and port != str(parts.port or (443 if parts.scheme == "https" else 80)):
+        return False
+    entry = entry.lstrip("*").lstrip(".")
+    return host == entry or host.endswith("." + entry)
+
+
+def ca_bundle_from(env: Mapping[str, str]) -> str:
+    """CA_BUNDLE or REQUESTS_CA_BUNDLE: a PEM file (or a folder of hashed certificates) to trust instead
+    of the system's store, e.g. a corporate proxy's root. It must exist: a typo must not pass silently."""
+    bundle = (env.get("CA_BUNDLE") or env.get("REQUESTS_CA_BUNDLE") or "").strip()
+    if bundle and not os.path.exists(os.path.expanduser(bundle)):
+        raise ConfigError(f"CA_BUNDLE {bundle!r} does not exist: give the path of a PEM file holding the CA")
+    return os.path.expanduser(bundle) if bundle else ""
+
+
+def mask(url: str) -> str:
+    """`url` with any password replaced by ***, for logs and messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _env_file(environ: Mapping[str, str]) -> Path | None:

@@ -18,13 +18,15 @@ from typing import Any
 import requests
 
 from agent import VERSION, operations
-from agent.client import RelayClient, RelayError
+from agent.client import RelayClient, RelayError, classify
 from agent.config import AgentConfig
 from agent.files import PathPolicy
 
 log = logging.getLogger("agent")
 SHUTDOWN_GRACE_SECONDS = 10.0
 RESULT_RETRY_SECONDS = 600.0
+# A poll cut after being held this long was a working connection dropped by a middlebox, not an outage.
+DROPPED_POLL_MIN_SECONDS = 1.0
 
 
 class Backoff:
@@ -91,11 +93,19 @@ class Agent:
     def _poll_forever(self) -> None:
         backoff = Backoff(self.config.backoff_max_seconds)
         while not self.stopping.is_set():
+            polled_at = time.monotonic()
             try:
                 commands = self.client.poll()
             except (requests.RequestException, RelayError) as error:
                 if isinstance(error, RelayError) and not error.retryable and not error.needs_register:
                     log.error("server refused the agent: %s", error)
+                kind, reason = classify(error)
+                if kind == "dropped" and time.monotonic() - polled_at >= DROPPED_POLL_MIN_SECONDS:
+                    # A held poll cut by a proxy or load balancer: the link works, poll again at once.
+                    log.info("held poll was cut after %.0f s (%s); polling again", time.monotonic() - polled_at, reason)
+                    continue
+                if kind in ("proxy_refused", "tls") and self._outage_since is None:
+                    log.error("%s", reason)  # retrying will not help until the settings change
                 self._outage(error)
                 self.stopping.wait(backoff.next_delay())
                 continue
@@ -181,10 +191,4 @@ class Agent:
 
 def _describe(error: Exception) -> str:
     """A one-line reason without URLs' credentials or response bodies."""
-    if isinstance(error, RelayError):
-        return str(error)
-    if isinstance(error, requests.ConnectionError):
-        return f"connection failed ({type(error).__name__})"
-    if isinstance(error, requests.Timeout):
-        return "timed out"
-    return type(error).__name__
+    return classify(error)[1]
