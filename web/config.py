@@ -41,6 +41,9 @@ class Config:
     # Extra time a tool call waits past the command's own timeout for the agent to report back.
     result_grace_seconds: float = 10.0
     session_idle_seconds: float = 3600.0
+    # Browser origins allowed on the MCP endpoints besides localhost ones ("*": any). Requests without
+    # an Origin header (server-side clients such as Claude.ai, CLIs) are not affected.
+    allowed_origins: tuple[str, ...] = ()
     # Security (docs/SECURITY.md). The server's public origin, e.g. https://code-remote.example.com;
     # empty: taken from each request (Host, and X-Forwarded-* through trusted proxy hops).
     public_url: str = ""
@@ -81,6 +84,10 @@ class Config:
             ),
             agent_token_max_age_seconds=int(
                 _number(env, "AGENT_TOKEN_MAX_AGE_SECONDS", cls.agent_token_max_age_seconds)
+            ),
+            session_idle_seconds=_number(env, "SESSION_IDLE_SECONDS", cls.session_idle_seconds),
+            allowed_origins=tuple(
+                o.strip().rstrip("/").lower() for o in env.get("ALLOWED_ORIGINS", "").split(",") if o.strip()
             ),
             public_url=env.get("PUBLIC_URL", "").strip().rstrip("/"),
             agent_enrolment_secret=env.get("AGENT_ENROLMENT_SECRET", "").strip(),
