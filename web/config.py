@@ -60,6 +60,16 @@ class Config:
     max_command_bytes: int = 64 * 1024
     # Failed authentications per client address per minute before it is answered 429.
     auth_failures_per_minute: int = 20
+    # The durable relay (web/relay.py). A tool call waits at most this long, then answers with the
+    # command's id, state and output so far (clients cap a call at ~60 s).
+    tool_wait_seconds: float = 25.0
+    # A queued or leased command not started within this long becomes `expired`.
+    start_deadline_seconds: float = 60.0
+    # A running command with no heartbeat from its agent for this long becomes `lost`.
+    lost_after_seconds: float = 60.0
+    # Output kept per command (both streams together), and how much of it a tool result shows.
+    max_output_bytes: int = 10 * 1024 * 1024
+    tool_output_budget_bytes: int = 40_000
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
@@ -99,6 +109,12 @@ class Config:
             auth_failures_per_minute=int(
                 _number(env, "AUTH_FAILURES_PER_MINUTE", cls.auth_failures_per_minute)
             ),
+            max_queued_per_machine=int(_number(env, "MAX_QUEUED_PER_MACHINE", cls.max_queued_per_machine)),
+            tool_wait_seconds=_number(env, "TOOL_WAIT_SECONDS", cls.tool_wait_seconds),
+            start_deadline_seconds=_number(env, "START_DEADLINE_SECONDS", cls.start_deadline_seconds),
+            lost_after_seconds=_number(env, "LOST_AFTER_SECONDS", cls.lost_after_seconds),
+            max_output_bytes=int(_number(env, "MAX_STORED_OUTPUT_BYTES", cls.max_output_bytes)),
+            tool_output_budget_bytes=int(_number(env, "TOOL_OUTPUT_BUDGET_BYTES", cls.tool_output_budget_bytes)),
         )
 
     @property
