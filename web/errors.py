@@ -55,6 +55,26 @@ class MethodNotFound(BadRequest):
     jsonrpc_code = jsonrpc.METHOD_NOT_FOUND
 
 
+class HeaderMismatch(BadRequest):
+    """MCP 2026-07-28: the HTTP routing headers disagree with the request body."""
+
+    code = "header_mismatch"
+    jsonrpc_code = jsonrpc.HEADER_MISMATCH
+
+
+class UnsupportedProtocolVersion(BadRequest):
+    """An MCP protocol revision this server does not speak; `data` names the ones it does."""
+
+    code = "unsupported_protocol_version"
+    jsonrpc_code = jsonrpc.UNSUPPORTED_PROTOCOL_VERSION
+
+
+class NotAcceptable(CodeRemoteError):
+    code = "not_acceptable"
+    http_status = 406
+    jsonrpc_code = jsonrpc.INVALID_REQUEST
+
+
 class Unauthorized(CodeRemoteError):
     code = "unauthorized"
     http_status = 401

@@ -27,6 +27,10 @@ class Session:
     protocol_version: str | None = None
     client_info: dict[str, Any] | None = None
     initialized: bool = False
+    # The level the client asked for with logging/setLevel (handshake revisions); None: not asked.
+    log_level: str | None = None
+    # A Streamable HTTP session's GET stream is open (one at a time carries its outbox).
+    listening: bool = False
     created_at: float = dataclasses.field(default_factory=time.monotonic)
     last_active: float = dataclasses.field(default_factory=time.monotonic)
     closed: bool = False
@@ -59,6 +63,8 @@ class SessionStore:
         """The open session with this id, opened by this credential over this transport, or a 404."""
         with self._lock:
             session = self._sessions.get(session_id or "")
+        if session is not None and session.last_active < time.monotonic() - self.idle_seconds:
+            self.close(session)
         if session is None or session.closed or session.credential != credential or session.transport != transport:
             raise errors.NotFound(
                 "unknown or expired session: open a new one", code="unknown_session"

@@ -34,6 +34,9 @@ MACHINE_PROPERTY = {
 class CallContext:
     session_id: str = ""
     transport: str = ""
+    # progress(progress, total, message) sends notifications/progress to the caller when it asked for
+    # them (a progressToken) and its transport can carry them; None otherwise.
+    progress: Callable[[float, float | None, str | None], None] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
