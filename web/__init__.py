@@ -11,12 +11,13 @@ import logging
 
 from flask import Flask
 
-from web import agent_api, api, errors, sse
-from web.auth import AgentTokens
+from web import agent_api, api, errors, netpolicy, oauth, sse
+from web.auth import AgentTokens, Credentials
 from web.config import Config
 from web.http import install_error_handlers
 from web.mcp_protocol import Dispatcher
 from web.models import open_database
+from web.oauth_store import OAuthStore
 from web.relay import Relay
 from web.session import SessionStore
 from web.tools import ToolBox
@@ -32,11 +33,18 @@ class Services:
     dispatcher: Dispatcher
     sessions: SessionStore
     agent_tokens: AgentTokens
+    oauth: OAuthStore
+    credentials: Credentials
 
 
 def build_services(config: Config) -> Services:
     relay = Relay(config)
     toolbox = ToolBox(relay)
+    oauth_store = OAuthStore(
+        code_seconds=config.oauth_code_seconds,
+        access_seconds=config.oauth_access_token_seconds,
+        refresh_seconds=config.oauth_refresh_token_seconds,
+    )
     return Services(
         config=config,
         relay=relay,
@@ -44,6 +52,13 @@ def build_services(config: Config) -> Services:
         dispatcher=Dispatcher(toolbox),
         sessions=SessionStore(config.session_idle_seconds),
         agent_tokens=AgentTokens(config.agent_signing_keys, config.agent_token_max_age_seconds),
+        oauth=oauth_store,
+        credentials=Credentials(
+            auth_token=config.auth_token,
+            enrolment_secret=config.agent_enrolment_secret,
+            oauth=oauth_store,
+            throttle=netpolicy.AuthThrottle(config.auth_failures_per_minute),
+        ),
     )
 
 
@@ -56,6 +71,8 @@ def create_app(config: Config | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = config.max_result_bytes
     app.extensions["code_remote"] = build_services(config)
     install_error_handlers(app)
+    netpolicy.install(app, trusted_proxy_hops=config.trusted_proxy_hops, agent_networks=config.agent_allowed_networks)
+    app.register_blueprint(oauth.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(sse.bp)
     app.register_blueprint(agent_api.bp)

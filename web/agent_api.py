@@ -19,7 +19,7 @@ from flask import Blueprint, Response, request
 
 from web import errors
 from web.auth import Unauthorized
-from web.http import json_response, read_json, require_owner, services
+from web.http import json_response, read_json, services
 from web.models import Command
 
 bp = Blueprint("agent_api", __name__, url_prefix="/api/agent")
@@ -46,8 +46,8 @@ def _string(body: dict[str, Any], key: str, limit: int, default: str = "") -> st
 
 @bp.post("/register")
 def register():
-    require_owner()
     svc = services()
+    svc.credentials.enrolment(request.headers.get("Authorization"), address=request.remote_addr)
     body = read_json(64 * 1024)
     if not isinstance(body, dict):
         raise errors.BadRequest("body must be a JSON object", code="invalid_body")

@@ -83,3 +83,56 @@ class AgentTokens:
         if not isinstance(machine, str) or not isinstance(generation, int):
             raise Unauthorized("agent token is not valid (bad claims)", code="token_invalid")
         return machine, generation
+
+
+class Credentials:
+    """Checks the MCP client credential, in one place for every MCP and REST endpoint.
+
+    Accepted: the static `AUTH_TOKEN`, or an OAuth access token issued by this server for this
+    resource. Never an agent token or the enrolment secret (when it is separate). The returned
+    credential name binds MCP sessions: for OAuth it names the grant, so a refreshed access token
+    keeps its sessions.
+    """
+
+    def __init__(self, *, auth_token: str, enrolment_secret: str, oauth, throttle) -> None:
+        self.auth_token = auth_token
+        # Without a separate enrolment secret, agents enrol with AUTH_TOKEN (single-secret setups).
+        self.enrolment_secret = enrolment_secret or auth_token
+        self.oauth = oauth
+        self.throttle = throttle
+
+    def owner(self, authorization: str | None, *, resource: str, address: str | None) -> str:
+        token = bearer_token(authorization)
+        if token is None:
+            raise Unauthorized(
+                "missing bearer token: send 'Authorization: Bearer <AUTH_TOKEN>' or sign in with OAuth",
+                code="missing_token",
+            )
+        if _same(token, self.auth_token):
+            return fingerprint(token)
+        grant = self.oauth.verify_access(token, resource) if len(token) <= 512 else None
+        if grant is not None:
+            return f"oauth:{grant.family}"
+        self.throttle.failed(address)
+        raise Unauthorized("invalid bearer token (unknown, expired, revoked or for another audience)", code="invalid_token")
+
+    def enrolment(self, authorization: str | None, *, address: str | None) -> str:
+        """Check the agent enrolment secret on `register`; return its fingerprint."""
+        token = bearer_token(authorization)
+        if token is None:
+            raise Unauthorized("missing enrolment secret: send 'Authorization: Bearer <secret>'", code="missing_token")
+        if _same(token, self.enrolment_secret):
+            return fingerprint(token)
+        self.throttle.failed(address)
+        raise Unauthorized("invalid enrolment secret", code="invalid_token")
+
+    def owner_secret(self, secret: str, *, address: str | None) -> bool:
+        """The consent page's sign-in: True for the owner's secret, else counts a failure."""
+        if _same(secret, self.auth_token):
+            return True
+        self.throttle.failed(address)
+        return False
+
+
+def _same(given: str, expected: str) -> bool:
+    return hmac.compare_digest(given.encode("utf-8", "surrogatepass"), expected.encode())

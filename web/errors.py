@@ -112,3 +112,15 @@ class ToolError(CodeRemoteError):
     code = "tool_error"
     http_status = 400
     jsonrpc_code = jsonrpc.INTERNAL_ERROR
+
+
+class TooManyRequests(CodeRemoteError):
+    """Too many failed attempts from one address: answered 429 with `Retry-After`."""
+
+    code = "too_many_requests"
+    http_status = 429
+    jsonrpc_code = jsonrpc.INVALID_REQUEST
+
+    def __init__(self, message: str, *, retry_after_seconds: int, code: str | None = None) -> None:
+        super().__init__(message, code=code)
+        self.retry_after_seconds = retry_after_seconds

@@ -10,7 +10,7 @@ from flask import Flask, Response, current_app, request
 from werkzeug.exceptions import HTTPException
 
 from web import errors
-from web.auth import Unauthorized, check_owner_token
+from web.auth import Unauthorized
 
 log = logging.getLogger(__name__)
 
@@ -28,13 +28,27 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
 def error_response(error: errors.CodeRemoteError) -> Response:
     headers = {}
     if isinstance(error, errors.Unauthorized):
-        headers["WWW-Authenticate"] = f'Bearer realm="code-remote", error="invalid_token", error_description="{error.message}"'
+        # RFC 9728: every 401 points at the protected-resource metadata, where OAuth clients start.
+        challenge = f'Bearer realm="code-remote", resource_metadata="{public_origin()}/.well-known/oauth-protected-resource"'
+        if error.code != "missing_token":
+            description = "".join(c for c in error.message if c.isprintable() and c not in '"\\')
+            challenge += f', error="invalid_token", error_description="{description}"'
+        headers["WWW-Authenticate"] = challenge
+    if isinstance(error, errors.TooManyRequests):
+        headers["Retry-After"] = str(error.retry_after_seconds)
     return json_response(error.body(), error.http_status, headers)
 
 
+def public_origin() -> str:
+    """This server's origin as clients reach it: PUBLIC_URL, else the request's scheme and host."""
+    return services().config.public_url or request.host_url.rstrip("/")
+
+
 def require_owner() -> str:
-    """Check the owner's bearer token on this request; return its fingerprint."""
-    return check_owner_token(request.headers.get("Authorization"), services().config.auth_token)
+    """Check the MCP client credential (AUTH_TOKEN or an OAuth access token); return its name."""
+    return services().credentials.owner(
+        request.headers.get("Authorization"), resource=public_origin() + "/", address=request.remote_addr
+    )
 
 
 def read_json(max_bytes: int) -> Any:
@@ -71,4 +85,4 @@ def install_error_handlers(app: Flask) -> None:
         return error_response(errors.CodeRemoteError("internal error; see the server log"))
 
 
-__all__ = ["Unauthorized", "error_response", "json_response", "read_json", "require_owner", "services"]
+__all__ = ["Unauthorized", "error_response", "json_response", "public_origin", "read_json", "require_owner", "services"]
