@@ -8,14 +8,22 @@ from pathlib import Path
 import pytest
 
 from migrations import upgrade
+from tests import database
 from tests.harness import TOKEN, Agent, Server
 from web import create_app
 from web.config import Config
 
 
+@pytest.fixture(scope="session", autouse=True)
+def test_database_cluster():
+    """With CODE_REMOTE_TEST_DATABASE=postgresql, stop the throwaway cluster when the run ends."""
+    yield
+    database.shutdown()
+
+
 @pytest.fixture
 def config(tmp_path: Path) -> Config:
-    return Config(auth_token=TOKEN, database_url=f"sqlite:///{tmp_path / 'unit.db'}", poll_timeout_seconds=2.0)
+    return Config(auth_token=TOKEN, database_url=database.fresh_url(tmp_path), poll_timeout_seconds=2.0)
 
 
 @pytest.fixture

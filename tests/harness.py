@@ -18,6 +18,8 @@ from typing import Any
 
 import requests
 
+from tests import database
+
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 TOKEN = "test-owner-token-0123456789abcdef"
@@ -85,7 +87,7 @@ def base_env(**extra: str) -> dict[str, str]:
 
 
 class Server:
-    """gunicorn with the gevent worker, as the Procfile runs it, on a throwaway SQLite database."""
+    """gunicorn with the gevent worker, as the Procfile runs it, on a throwaway database (tests/database.py)."""
 
     def __init__(self, workdir: Path, *, token: str = TOKEN, port: int | None = None, env: dict[str, str] | None = None) -> None:
         self.workdir = workdir
@@ -93,7 +95,7 @@ class Server:
         self.token = token
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.database_url = f"sqlite:///{workdir / 'code-remote.db'}"
+        self.database_url = database.fresh_url(workdir)
         self.env = base_env(
             AUTH_TOKEN=token, DATABASE_URL=self.database_url, PORT=str(self.port), HOST="127.0.0.1", ACCESS_LOG="1", **(env or {})
         )
