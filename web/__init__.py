@@ -11,7 +11,7 @@ import logging
 
 from flask import Flask
 
-from web import agent_api, api, errors, netpolicy, oauth, sse
+from web import agent_api, api, errors, netpolicy, oauth, sse, streamable
 from web.auth import AgentTokens, Credentials
 from web.config import Config
 from web.http import install_error_handlers
@@ -75,5 +75,6 @@ def create_app(config: Config | None = None) -> Flask:
     app.register_blueprint(oauth.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(sse.bp)
+    app.register_blueprint(streamable.bp)
     app.register_blueprint(agent_api.bp)
     return app

@@ -1,20 +1,37 @@
 """JSON-RPC dispatch for MCP, on the `mcp_types` models. No Flask in here: transports hand in decoded
-JSON and a session, and get back the JSON-RPC responses to send.
+JSON (and, for the stateless revision, the request's headers) and get back the JSON-RPC responses.
 
-Errors become JSON-RPC error responses in exactly one place, `Dispatcher.handle`. Every request gets
+Two eras of the protocol are served:
+
+* Handshake revisions (2024-11-05, 2025-03-26, 2025-06-18, 2025-11-25): `initialize` opens a
+  session that fixes the revision; `Dispatcher.handle` / `handle_batch` answer within it. JSON-RPC
+  batch arrays exist only in 2024-11-05 and 2025-03-26.
+* 2026-07-28, stateless: no `initialize`, no session. Every request carries its revision and the
+  client's capabilities in `params._meta`, and over HTTP repeats the revision, method and tool
+  name in the `MCP-Protocol-Version`, `Mcp-Method` and `Mcp-Name` headers. `handle_stateless`
+  checks those (-32602 for a missing envelope, -32020 when headers and body disagree, -32022 with
+  the supported list for an unknown revision), answers `server/discover`, and tags each result
+  with `resultType` and the server's identity.
+
+Errors become JSON-RPC error responses in exactly one place, `Dispatcher._answer`. Every request gets
 an answer at once, never silence: a client that waits on an unanswered method stalls for seconds.
+A transport that can carry notifications before a response (an SSE stream) passes `emit`; a
+`tools/call` with a `progressToken` then gets a `progress` callable in its `CallContext`.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
 import logging
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import mcp_types
 import pydantic
 from mcp_types import jsonrpc, methods
-from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERSION
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERSION, MODERN_PROTOCOL_VERSIONS
 
 from web import errors
 from web.session import Session
@@ -25,11 +42,21 @@ log = logging.getLogger(__name__)
 SERVER_NAME = "code-remote"
 SERVER_VERSION = "0.1.0"
 DEFAULT_VERSION = "2025-03-26"
+STATELESS_VERSION = MODERN_PROTOCOL_VERSIONS[-1]
+SUPPORTED_VERSIONS = (*HANDSHAKE_PROTOCOL_VERSIONS, *MODERN_PROTOCOL_VERSIONS)
+# JSON-RPC batch arrays came with 2025-03-26 (2024-11-05 did not forbid them) and left with 2025-06-18.
+BATCH_VERSIONS = ("2024-11-05", "2025-03-26")
+# Methods whose target is repeated in the Mcp-Name header at 2026-07-28, and the body field it mirrors.
+NAME_BEARING_METHODS = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri"}
 INSTRUCTIONS = (
     "Code Remote runs commands and reads and writes files on the user's own machines through an agent "
     "running on each. Call check_agent_status to see which machines are online and which folders the "
     "file tools may use. When several machines are online, pass 'machine' to every other tool."
 )
+SERVER_INFO = mcp_types.Implementation(name=SERVER_NAME, version=SERVER_VERSION, title="Code Remote")
+CAPABILITIES = mcp_types.ServerCapabilities(tools=mcp_types.ToolsCapability(list_changed=False))
+
+Emit = Callable[[dict[str, Any]], None]
 
 
 @dataclasses.dataclass
@@ -68,6 +95,11 @@ def classify(message: Any) -> Incoming:
     return Incoming("request", id=raw_id, method=method, params=params)
 
 
+def is_request(message: Any) -> bool:
+    """Whether a decoded message expects a response (transports answer the others with 202)."""
+    return isinstance(message, dict) and "id" in message and "method" in message
+
+
 def error_response(request_id: Any, error: errors.CodeRemoteError) -> dict[str, Any]:
     body = jsonrpc.JSONRPCError(
         jsonrpc="2.0",
@@ -81,14 +113,69 @@ def result_response(request_id: Any, result: dict[str, Any]) -> dict[str, Any]:
     return jsonrpc.JSONRPCResponse(jsonrpc="2.0", id=request_id, result=result).model_dump()
 
 
+def unsupported_version(requested: Any) -> errors.UnsupportedProtocolVersion:
+    data = mcp_types.UnsupportedProtocolVersionErrorData(supported=list(SUPPORTED_VERSIONS), requested=str(requested))
+    return errors.UnsupportedProtocolVersion(
+        f"MCP protocol version {str(requested)[:40]!r} is not supported; use one of: {', '.join(SUPPORTED_VERSIONS)}",
+        data=data.model_dump(mode="json"),
+    )
+
+
+def decode_header_value(value: str | None) -> str | None:
+    """An `Mcp-Name` header's value: verbatim, or the UTF-8 inside a `=?base64?…?=` wrapper."""
+    if value is None or not (value.startswith("=?base64?") and value.endswith("?=")):
+        return value
+    try:
+        return base64.b64decode(value[9:-2], validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+
+
+@dataclasses.dataclass(frozen=True)
+class Envelope:
+    """A 2026-07-28 request's own description of itself: `params._meta`."""
+
+    protocol_version: str
+    client_capabilities: Any
+    client_info: Any = None
+
+
+def read_envelope(incoming: Incoming, headers: Mapping[str, str] | None) -> Envelope:
+    """Check a stateless request's `_meta` envelope and its HTTP headers (lower-case names)."""
+    meta = (incoming.params or {}).get("_meta")
+    version_key, capabilities_key = mcp_types.PROTOCOL_VERSION_META_KEY, mcp_types.CLIENT_CAPABILITIES_META_KEY
+    if not isinstance(meta, dict) or version_key not in meta or capabilities_key not in meta:
+        raise errors.InvalidParams(
+            f"params._meta must carry {version_key!r} and {capabilities_key!r} (MCP {STATELESS_VERSION} "
+            "requests describe themselves; older clients send initialize first)"
+        )
+    version = meta[version_key]
+    if headers is not None:
+        if headers.get("mcp-protocol-version") != version:
+            raise errors.HeaderMismatch("MCP-Protocol-Version header does not match params._meta's protocol version")
+        if headers.get("mcp-method") != incoming.method:
+            raise errors.HeaderMismatch(f"Mcp-Method header does not match the body's method {incoming.method!r}")
+        name_field = NAME_BEARING_METHODS.get(incoming.method)
+        body_name = (incoming.params or {}).get(name_field) if name_field else None
+        if body_name is not None and decode_header_value(headers.get("mcp-name")) != body_name:
+            raise errors.HeaderMismatch(f"Mcp-Name header does not match the body's {name_field!r}")
+    if not isinstance(version, str):
+        raise errors.InvalidParams("params._meta's protocol version must be a string")
+    if version not in MODERN_PROTOCOL_VERSIONS:
+        raise unsupported_version(version)
+    return Envelope(version, meta[capabilities_key], meta.get(mcp_types.CLIENT_INFO_META_KEY))
+
+
 class Dispatcher:
-    """Answers MCP requests for one server: lifecycle, ping, tools."""
+    """Answers MCP requests for one server: lifecycle, discovery, ping, logging level, tools."""
 
     def __init__(self, toolbox: ToolBox) -> None:
         self.toolbox = toolbox
 
-    def handle(self, message: Any, session: Session, *, transport: str) -> dict[str, Any] | None:
-        """Answer one decoded message; None for notifications and client responses."""
+    # --- handshake revisions --------------------------------------------------------------------
+
+    def handle(self, message: Any, session: Session, *, transport: str, emit: Emit | None = None) -> dict[str, Any] | None:
+        """Answer one decoded message in a session; None for notifications and client responses."""
         incoming = classify(message)
         if incoming.kind == "invalid":
             return error_response(incoming.id, incoming.error)
@@ -97,26 +184,52 @@ class Dispatcher:
         if incoming.kind == "notification":
             self._notify(incoming, session)
             return None
+        return self._answer(incoming, self._version(session), session, transport, emit)
+
+    def handle_batch(self, payload: Any, session: Session, *, transport: str, emit: Emit | None = None) -> list[dict[str, Any]]:
+        """Answer a decoded body: one message or, where the session's revision has them, a batch array."""
+        if not isinstance(payload, list):
+            response = self.handle(payload, session, transport=transport, emit=emit)
+            return [] if response is None else [response]
+        problem = batch_problem(payload, self._version(session))
+        if problem is not None:
+            return [error_response(None, problem)]
+        responses = [self.handle(m, session, transport=transport, emit=emit) for m in payload]
+        return [r for r in responses if r is not None]
+
+    # --- 2026-07-28, stateless --------------------------------------------------------------------
+
+    def handle_stateless(
+        self, message: Any, headers: Mapping[str, str] | None, *, transport: str, emit: Emit | None = None
+    ) -> dict[str, Any] | None:
+        """Answer one self-describing request; None for a notification (there is no session to act on)."""
+        if isinstance(message, list):
+            return error_response(None, errors.BadRequest(f"JSON-RPC batches are not part of MCP {STATELESS_VERSION}"))
+        incoming = classify(message)
+        if incoming.kind == "invalid":
+            return error_response(incoming.id, incoming.error)
+        if incoming.kind == "response":
+            return error_response(None, errors.BadRequest(f"clients send no responses at MCP {STATELESS_VERSION}"))
+        if incoming.kind == "notification":
+            requested = (headers or {}).get("mcp-protocol-version", STATELESS_VERSION)
+            return None if requested in MODERN_PROTOCOL_VERSIONS else error_response(None, unsupported_version(requested))
         try:
-            result = self._request(incoming, session, transport)
+            envelope = read_envelope(incoming, headers)
+        except errors.CodeRemoteError as error:
+            return error_response(incoming.id, error)
+        return self._answer(incoming, envelope.protocol_version, None, transport, emit)
+
+    # --- one request ------------------------------------------------------------------------------
+
+    def _answer(self, incoming: Incoming, version: str, session: Session | None, transport: str, emit: Emit | None) -> dict[str, Any]:
+        try:
+            result = self._request(incoming, version, session, transport, emit)
         except errors.CodeRemoteError as error:
             return error_response(incoming.id, error)
         except Exception:
             log.exception("unexpected error answering %s", incoming.method)
             return error_response(incoming.id, errors.CodeRemoteError("internal error; see the server log"))
         return result_response(incoming.id, result)
-
-    def handle_batch(self, payload: Any, session: Session, *, transport: str) -> list[dict[str, Any]]:
-        """Answer a decoded body: one message or a batch array. Returns the responses to send."""
-        if isinstance(payload, list):
-            if not payload:
-                return [error_response(None, errors.BadRequest("an empty batch is not a valid request"))]
-            responses = [self.handle(m, session, transport=transport) for m in payload]
-            return [r for r in responses if r is not None]
-        response = self.handle(payload, session, transport=transport)
-        return [] if response is None else [response]
-
-    # --- methods ------------------------------------------------------------------------------
 
     def _version(self, session: Session) -> str:
         return session.protocol_version or DEFAULT_VERSION
@@ -132,24 +245,38 @@ class Dispatcher:
             )
             raise errors.InvalidParams(f"invalid params for {incoming.method}: {problems}") from None
 
-    def _request(self, incoming: Incoming, session: Session, transport: str) -> dict[str, Any]:
-        version = self._version(session)
-        if incoming.method == "initialize":
+    def _request(self, incoming: Incoming, version: str, session: Session | None, transport: str, emit: Emit | None) -> dict[str, Any]:
+        if incoming.method == "initialize" and session is not None:
             request = self._parse(incoming, LATEST_HANDSHAKE_VERSION)
             return self._initialize(request.params, session)
         request = self._parse(incoming, version)
         if incoming.method == "ping":
             return {}
-        if incoming.method == "tools/list":
+        if incoming.method == "logging/setLevel" and session is not None:
+            # Accepted and remembered; Code Remote sends no log messages, so it declares no logging capability.
+            session.log_level = request.params.level
+            return {}
+        if incoming.method == "server/discover":
+            result: Any = mcp_types.DiscoverResult(
+                supported_versions=list(SUPPORTED_VERSIONS), capabilities=CAPABILITIES, instructions=INSTRUCTIONS
+            )
+        elif incoming.method == "tools/list":
             result = mcp_types.ListToolsResult(tools=self.toolbox.definitions())
         elif incoming.method == "tools/call":
-            context = CallContext(session_id=session.id, transport=transport)
+            context = CallContext(
+                session_id=session.id if session else "", transport=transport, progress=_progress(request.params, emit)
+            )
             result = self.toolbox.call(request.params.name, request.params.arguments, context)
         else:
             raise errors.MethodNotFound(f"Method not found: {incoming.method}")
-        return methods.serialize_server_result(
-            incoming.method, version, result.model_dump(by_alias=True, exclude_none=True)
-        )
+        return self._serialize(incoming.method, version, result)
+
+    def _serialize(self, method: str, version: str, result: Any) -> dict[str, Any]:
+        body = methods.serialize_server_result(method, version, result.model_dump(by_alias=True, exclude_none=True))
+        if version in MODERN_PROTOCOL_VERSIONS:
+            body.setdefault("resultType", "complete")
+            body["_meta"] = {**body.get("_meta", {}), mcp_types.SERVER_INFO_META_KEY: SERVER_INFO.model_dump(exclude_none=True)}
+        return body
 
     def _initialize(self, params: mcp_types.InitializeRequestParams, session: Session) -> dict[str, Any]:
         requested = params.protocol_version
@@ -157,19 +284,44 @@ class Dispatcher:
         session.protocol_version = version
         session.client_info = params.client_info.model_dump(exclude_none=True)
         result = mcp_types.InitializeResult(
-            protocol_version=version,
-            capabilities=mcp_types.ServerCapabilities(tools=mcp_types.ToolsCapability(list_changed=False)),
-            server_info=mcp_types.Implementation(name=SERVER_NAME, version=SERVER_VERSION, title="Code Remote"),
-            instructions=INSTRUCTIONS,
+            protocol_version=version, capabilities=CAPABILITIES, server_info=SERVER_INFO, instructions=INSTRUCTIONS
         )
-        return methods.serialize_server_result(
-            "initialize", version, result.model_dump(by_alias=True, exclude_none=True)
-        )
+        return self._serialize("initialize", version, result)
 
     def _notify(self, incoming: Incoming, session: Session) -> None:
         if incoming.method == "notifications/initialized":
             session.initialized = True
         elif incoming.method == "notifications/cancelled":
+            # Commands already handed to an agent run to the end and are audited; nothing to stop here.
             log.info("client cancelled a request in session %s", session.id[:8])
         else:
             log.debug("ignoring notification %s", incoming.method)
+
+
+def batch_problem(payload: list, version: str) -> errors.CodeRemoteError | None:
+    """Why a batch array cannot be answered at `version`, or None if it can."""
+    if version not in BATCH_VERSIONS:
+        return errors.BadRequest(f"JSON-RPC batches are not part of MCP {version}; send one message per request")
+    if not payload:
+        return errors.BadRequest("an empty batch is not a valid request")
+    if any(isinstance(m, dict) and m.get("method") == "initialize" for m in payload):
+        return errors.BadRequest("initialize must be sent alone, not inside a batch")
+    return None
+
+
+def _progress(params: Any, emit: Emit | None) -> Callable[[float, float | None, str | None], None] | None:
+    """A progress reporter for a request that asked for one (`_meta.progressToken`), if `emit` can carry it."""
+    meta = params.meta or {}
+    token = meta.get("progress_token", meta.get("progressToken"))
+    if emit is None or token is None:
+        return None
+
+    def progress(value: float, total: float | None = None, message: str | None = None) -> None:
+        note = mcp_types.ProgressNotificationParams(progress_token=token, progress=value, total=total, message=message)
+        emit(
+            jsonrpc.JSONRPCNotification(
+                jsonrpc="2.0", method="notifications/progress", params=note.model_dump(by_alias=True, exclude_none=True)
+            ).model_dump(exclude_none=True)
+        )
+
+    return progress

@@ -18,10 +18,12 @@ from flask import Blueprint, Response, request, stream_with_context
 from web import errors
 from web.http import json_response, read_json, require_owner, services
 from web.mcp_protocol import error_response as jsonrpc_error
+from web.origin import check_origin
 from web.session import CLOSED, Session
 
 log = logging.getLogger(__name__)
 bp = Blueprint("sse", __name__)
+bp.before_request(check_origin)
 TRANSPORT = "sse"
 
 

@@ -1,0 +1,302 @@
+"""MCP over Streamable HTTP at `/mcp`, for every revision clients send today.
+
+Handshake revisions (2025-03-26, 2025-06-18, 2025-11-25):
+
+* `POST /mcp` with `initialize` opens a session; the response carries `Mcp-Session-Id`, and every
+  later request must send it back (missing: 400; unknown, expired, deleted or opened with another
+  credential: 404). `MCP-Protocol-Version`, when sent, must name a revision we speak (else 400);
+  absent, 2025-03-26 is assumed, as the specification says.
+* A body of notifications or client responses only is answered 202. A request is answered as
+  `application/json`, or as an SSE stream when the client accepts one and the answer takes longer
+  than `JSON_WINDOW_SECONDS` or notifications (progress) come first; the stream sends a comment
+  every `heartbeat_seconds` so proxies keep it open. `Accept` admitting neither form: 406.
+* `GET /mcp` opens the session's stream for server-initiated messages (one at a time, else 409);
+  `DELETE /mcp` ends the session. Idle sessions expire on their own: clients rarely send DELETE.
+
+2026-07-28 (chosen when `MCP-Protocol-Version` names it, or a session-less body carries its
+`_meta` envelope): stateless, one request per POST, no session header; GET and DELETE are 405.
+JSON-RPC errors found before dispatch get the HTTP status the revision assigns (400, 404).
+
+Tool calls run in their own greenlet, so a client that goes away mid-call does not stop its
+command: it completes, and its audit row is written, whoever is left to read the answer.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from flask import Blueprint, Response, request
+from mcp_types import jsonrpc
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, KNOWN_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSIONS
+from werkzeug.exceptions import MethodNotAllowed
+
+from web import errors, mcp_protocol
+from web.http import json_response, read_json, require_owner, services
+from web.origin import check_origin
+from web.session import CLOSED, Session
+
+log = logging.getLogger(__name__)
+bp = Blueprint("streamable", __name__)
+bp.before_request(check_origin)
+TRANSPORT = "http"
+SESSION_HEADER = "Mcp-Session-Id"
+VERSION_HEADER = "MCP-Protocol-Version"
+# A request answered within this long gets a plain JSON response; a slower one switches to SSE.
+JSON_WINDOW_SECONDS = 1.0
+# HTTP status for JSON-RPC errors found before dispatch, as MCP 2026-07-28 assigns them.
+STATELESS_ERROR_STATUS = {
+    jsonrpc.PARSE_ERROR: 400,
+    jsonrpc.INVALID_REQUEST: 400,
+    jsonrpc.INVALID_PARAMS: 400,
+    jsonrpc.HEADER_MISMATCH: 400,
+    jsonrpc.MISSING_REQUIRED_CLIENT_CAPABILITY: 400,
+    jsonrpc.UNSUPPORTED_PROTOCOL_VERSION: 400,
+    jsonrpc.METHOD_NOT_FOUND: 404,
+}
+SSE_HEADERS = {"Cache-Control": "no-cache, no-transform", "X-Accel-Buffering": "no"}
+_NOTE, _DONE = "note", "done"
+
+
+@bp.route("/mcp", methods=["POST", "GET", "DELETE"])
+def handle_mcp():
+    credential = require_owner()
+    try:
+        if _stateless():
+            if request.method != "POST":
+                raise MethodNotAllowed(["POST"], "MCP 2026-07-28 has no sessions: every request is a POST")
+            return _post_stateless()
+        if request.method == "POST":
+            return _post_in_session(credential)
+        session = _session(credential)
+        if request.method == "GET":
+            return _open_stream(session)
+        services().sessions.close(session)
+        log.info("http session %s deleted by its client", session.id[:8])
+        return Response(status=204)
+    except errors.CodeRemoteError as error:
+        return _rpc_error(error)
+
+
+# --- routing and checks -----------------------------------------------------------------------
+
+
+def _stateless() -> bool:
+    """Whether this request speaks 2026-07-28: by its version header, or by a session-less body's envelope."""
+    version = request.headers.get(VERSION_HEADER)
+    if version in MODERN_PROTOCOL_VERSIONS:
+        return True
+    if request.headers.get(SESSION_HEADER) is not None:
+        return False
+    if version is not None:
+        return version not in HANDSHAKE_PROTOCOL_VERSIONS  # unknown: the stateless path names what we speak
+    if request.method != "POST":
+        return False
+    body = _body()
+    params = body.get("params") if isinstance(body, dict) else None
+    meta = params.get("_meta") if isinstance(params, dict) else None
+    return isinstance(meta, dict) and "io.modelcontextprotocol/protocolVersion" in meta
+
+
+def _body() -> Any:
+    """The decoded JSON body, read once per request."""
+    if "mcp_body" not in request.environ:
+        request.environ["mcp_body"] = read_json(services().config.max_request_bytes)
+    return request.environ["mcp_body"]
+
+
+def _accepts() -> tuple[bool, bool]:
+    """(JSON ok, SSE ok) from `Accept`; 406 when it admits neither. No header admits both."""
+    accept = request.accept_mimetypes
+    if not request.headers.get("Accept"):
+        return True, True
+    json_ok, sse_ok = accept["application/json"] > 0, accept["text/event-stream"] > 0
+    if not (json_ok or sse_ok):
+        raise errors.NotAcceptable(
+            "Accept must admit application/json or text/event-stream (MCP clients send "
+            "'Accept: application/json, text/event-stream')"
+        )
+    return json_ok, sse_ok
+
+
+def _session(credential: str) -> Session:
+    session_id = request.headers.get(SESSION_HEADER)
+    if not session_id:
+        raise errors.BadRequest(
+            f"missing {SESSION_HEADER} header: send initialize first, then the session id it returns with every request",
+            code="missing_session",
+        )
+    session = services().sessions.get(session_id, credential, TRANSPORT)
+    version = request.headers.get(VERSION_HEADER)
+    if version is not None and version not in HANDSHAKE_PROTOCOL_VERSIONS:
+        raise errors.BadRequest(
+            f"unsupported {VERSION_HEADER} {version[:40]!r}: this session speaks {session.protocol_version or mcp_protocol.DEFAULT_VERSION}; "
+            f"supported: {', '.join(KNOWN_PROTOCOL_VERSIONS)}",
+            code="unsupported_protocol_version",
+        )
+    return session
+
+
+def _rpc_error(error: errors.CodeRemoteError, status: int | None = None) -> Response:
+    body = _body_if_read()
+    request_id = body.get("id") if isinstance(body, dict) and mcp_protocol.is_request(body) else None
+    return json_response(mcp_protocol.error_response(request_id, error), status or error.http_status)
+
+
+def _body_if_read() -> Any:
+    return request.environ.get("mcp_body")
+
+
+# --- POST -----------------------------------------------------------------------------------
+
+
+def _post_in_session(credential: str) -> Response:
+    svc = services()
+    json_ok, sse_ok = _accepts()
+    payload = _body()
+    if request.headers.get(SESSION_HEADER) is None:
+        if not (isinstance(payload, dict) and payload.get("method") == "initialize"):
+            if isinstance(payload, list) and any(isinstance(m, dict) and m.get("method") == "initialize" for m in payload):
+                raise errors.BadRequest("initialize must be sent alone, not inside a batch")
+            _session(credential)  # raises the precise 400
+        return _initialize(payload, credential, json_ok)
+    session = _session(credential)
+    if isinstance(payload, list):
+        problem = mcp_protocol.batch_problem(payload, session.protocol_version or mcp_protocol.DEFAULT_VERSION)
+        if problem is not None:
+            raise problem
+    messages = payload if isinstance(payload, list) else [payload]
+    if not any(mcp_protocol.is_request(m) for m in messages):
+        responses = svc.dispatcher.handle_batch(payload, session, transport=TRANSPORT)
+        if responses:
+            return json_response(responses if isinstance(payload, list) else responses[0], 400)
+        return Response(status=202)
+
+    def run(emit: mcp_protocol.Emit) -> Any:
+        responses = svc.dispatcher.handle_batch(payload, session, transport=TRANSPORT, emit=emit)
+        return responses if isinstance(payload, list) else responses[0]
+
+    return _answer(run, json_ok, sse_ok)
+
+
+def _initialize(payload: dict, credential: str, json_ok: bool) -> Response:
+    svc = services()
+    session = svc.sessions.open(credential, TRANSPORT)
+    response = svc.dispatcher.handle(payload, session, transport=TRANSPORT)
+    if "error" in response:
+        svc.sessions.close(session)
+        return json_response(response, 400)
+    log.info("http session %s opened at %s", session.id[:8], session.protocol_version)
+    headers = {SESSION_HEADER: session.id}
+    if json_ok:
+        return json_response(response, headers=headers)
+    return Response(_sse_message(response), mimetype="text/event-stream", headers=SSE_HEADERS | headers)
+
+
+def _post_stateless() -> Response:
+    svc = services()
+    json_ok, sse_ok = _accepts()
+    try:
+        payload = _body()
+    except errors.ParseError as error:
+        return _rpc_error(error, 400)
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    if isinstance(payload, dict) and not mcp_protocol.is_request(payload) and "id" not in payload:
+        response = svc.dispatcher.handle_stateless(payload, headers, transport=TRANSPORT)
+        return Response(status=202) if response is None else json_response(response, 400)
+    return _answer(
+        lambda emit: svc.dispatcher.handle_stateless(payload, headers, transport=TRANSPORT, emit=emit),
+        json_ok,
+        sse_ok,
+        error_status=STATELESS_ERROR_STATUS,
+    )
+
+
+def _answer(run: Callable[[mcp_protocol.Emit], Any], json_ok: bool, sse_ok: bool, *, error_status: dict[int, int] | None = None) -> Response:
+    """Run the dispatch in its own greenlet; answer in JSON if it is quick and quiet, else as SSE."""
+    outbox: queue.Queue = queue.Queue()
+
+    def work() -> None:
+        try:
+            answer = run(lambda note: outbox.put((_NOTE, note)))
+        except Exception:  # the dispatcher answers its own errors; this is a last resort
+            log.exception("dispatch failed")
+            answer = mcp_protocol.error_response(None, errors.CodeRemoteError("internal error; see the server log"))
+        outbox.put((_DONE, answer))
+
+    threading.Thread(target=work, daemon=True, name="mcp-http-dispatch").start()
+    first = None
+    if json_ok:
+        try:
+            first = outbox.get(timeout=JSON_WINDOW_SECONDS if sse_ok else None)
+        except queue.Empty:
+            pass
+        while not sse_ok and first[0] == _NOTE:  # a JSON-only client cannot receive notifications
+            first = outbox.get()
+        if first is not None and first[0] == _DONE:
+            answer = first[1]
+            status = 200
+            if error_status and isinstance(answer, dict) and "error" in answer:
+                status = error_status.get(answer["error"]["code"], 200)
+            return json_response(answer, status)
+    heartbeat = services().config.heartbeat_seconds
+    return Response(_stream_answer(first, outbox, heartbeat), mimetype="text/event-stream", headers=SSE_HEADERS)
+
+
+def _stream_answer(first: tuple | None, outbox: queue.Queue, heartbeat: float) -> Iterator[str]:
+    item = first
+    if item is None:
+        yield ": answer on its way\n\n"  # headers go out with the first chunk: send them now
+    while True:
+        if item is None:
+            try:
+                item = outbox.get(timeout=heartbeat)
+            except queue.Empty:
+                yield ": keep-alive\n\n"
+                continue
+        kind, message = item
+        for one in message if isinstance(message, list) else [message]:
+            yield _sse_message(one)
+        if kind == _DONE:
+            return
+        item = None
+
+
+def _sse_message(message: dict[str, Any]) -> str:
+    return f"event: message\ndata: {json.dumps(message, separators=(',', ':'), ensure_ascii=False)}\n\n"
+
+
+# --- GET: the session's own stream -------------------------------------------------------------
+
+
+def _open_stream(session: Session) -> Response:
+    svc = services()
+    if not _accepts()[1]:
+        raise errors.NotAcceptable("GET /mcp opens an SSE stream: send 'Accept: text/event-stream'")
+    if session.listening:
+        raise errors.Conflict("this session already has a GET stream open", code="stream_open")
+    session.listening = True
+    heartbeat = svc.config.heartbeat_seconds
+
+    def stream() -> Iterator[str]:
+        try:
+            yield ": stream open\n\n"
+            while True:
+                try:
+                    message = session.outbox.get(timeout=heartbeat)
+                except queue.Empty:
+                    session.last_active = time.monotonic()
+                    yield ": keep-alive\n\n"
+                    continue
+                if message is CLOSED:
+                    return
+                yield _sse_message(message)
+        finally:
+            session.listening = False
+
+    return Response(stream(), mimetype="text/event-stream", headers=SSE_HEADERS)
