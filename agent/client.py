@@ -82,9 +82,9 @@ class RelayClient:
             self.register()
             return self._request(method, path, token=self.access_token, read_timeout=read_timeout, **kwargs)
 
-    def poll(self) -> list[dict[str, Any]]:
-        """Wait for commands; an empty list when the hold ran out with none."""
-        hold = self.poll_timeout_seconds
+    def poll(self, hold_seconds: float | None = None) -> list[dict[str, Any]]:
+        """Wait for commands (the server's hold, or `hold_seconds`); an empty list when none came."""
+        hold = self.poll_timeout_seconds if hold_seconds is None else hold_seconds
         response = self._agent_call(
             "GET", "/api/agent/poll", params={"wait": f"{hold:g}"}, read_timeout=hold + self.config.poll_slack_seconds
         )
