@@ -29,7 +29,8 @@ class AgentConfig:
     roots: tuple[str, ...]
     home: str
     shell: str = "/bin/sh"
-    max_output_bytes: int = 100_000
+    # Output kept per stream of a command (spooled on disk and streamed to the server).
+    max_output_bytes: int = 10 * 1024 * 1024
     max_read_bytes: int = 512 * 1024
     max_concurrent_commands: int = 16
     connect_timeout_seconds: float = 10.0
@@ -37,6 +38,12 @@ class AgentConfig:
     poll_slack_seconds: float = 10.0
     backoff_max_seconds: float = 30.0
     kill_grace_seconds: float = 2.0
+    # Where undelivered results (the outbox), output spools and running process groups are kept.
+    state_dir: str = ""
+    # A running command's output is sent at least this often (with none, as a heartbeat), in chunks
+    # of at most output_chunk_bytes; the answer also says whether the command was cancelled.
+    progress_seconds: float = 1.0
+    output_chunk_bytes: int = 256 * 1024
     # The proxy for RELAY_URL ("" when none or when NO_PROXY names the server), and a CA bundle
     # ("" for the operating system's trust store). TLS is always verified: there is no switch to turn it off.
     proxy_url: str = ""
@@ -66,6 +73,12 @@ class AgentConfig:
             shell=env.get("AGENT_SHELL") or env.get("SHELL") or "/bin/sh",
             max_output_bytes=int(env.get("MAX_OUTPUT_BYTES", cls.max_output_bytes)),
             max_read_bytes=int(env.get("MAX_READ_BYTES", cls.max_read_bytes)),
+            max_concurrent_commands=int(env.get("MAX_CONCURRENT_COMMANDS", cls.max_concurrent_commands)),
+            backoff_max_seconds=float(env.get("BACKOFF_MAX_SECONDS", cls.backoff_max_seconds)),
+            kill_grace_seconds=float(env.get("KILL_GRACE_SECONDS", cls.kill_grace_seconds)),
+            state_dir=env.get("CODE_REMOTE_STATE_DIR", "").strip()
+            or os.path.join(env.get("XDG_STATE_HOME", "").strip() or os.path.join(home, ".local", "state"), "code-remote"),
+            progress_seconds=float(env.get("PROGRESS_SECONDS", cls.progress_seconds)),
             proxy_url=proxy_for(url, env),
             ca_bundle=ca_bundle_from(env),
         )
