@@ -16,15 +16,18 @@ import stat
 from typing import Any
 
 from agent.errors import OperationError
+from agent.policy import is_under, open_verified
 
 MAX_LIST_ENTRIES = 1000
 BINARY_SNIFF_BYTES = 8192
 
 
 class PathPolicy:
-    def __init__(self, roots: tuple[str, ...], home: str) -> None:
+    def __init__(self, roots: tuple[str, ...], home: str, deny: tuple[str, ...] = ()) -> None:
         self.home = home
         self.roots = tuple(os.path.realpath(r) for r in roots)
+        # Real paths the file tools refuse even inside a root (agent/policy.py: secrets by default).
+        self.deny = tuple(os.path.realpath(d) for d in deny)
 
     def resolve(self, path: str) -> str:
         """The real absolute path for `path`, or OperationError if it lies outside every root."""
@@ -46,6 +49,11 @@ class PathPolicy:
                 "path_outside_roots",
                 f"{path} resolves to {real}, which is outside the allowed roots ({', '.join(self.roots)})",
             )
+        denied = next((d for d in self.deny if is_under(real, d)), None)
+        if denied is not None:
+            raise OperationError(
+                "path_denied", f"{real} is refused: {denied} holds credentials (the agent's deny-list, DENY_PATHS)"
+            )
         return real
 
     def allows(self, real: str) -> bool:
@@ -53,19 +61,8 @@ class PathPolicy:
 
 
 def _open_checked(real: str, flags: int, mode: int = 0o644) -> int:
-    """Open `real` without following a final symlink, and insist it is still what was checked."""
-    try:
-        fd = os.open(real, flags | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, mode)
-    except FileNotFoundError:
-        raise OperationError("not_found", f"no such file: {real}") from None
-    except IsADirectoryError:
-        raise OperationError("not_a_file", f"{real} is a directory, not a file") from None
-    except PermissionError:
-        raise OperationError("permission_denied", f"permission denied: {real}") from None
-    except OSError as error:
-        if error.errno == 40:  # ELOOP: the final component became a symlink after the check
-            raise OperationError("path_changed", f"{real} became a symlink; refused") from None
-        raise OperationError("io_error", f"cannot open {real}: {error.strerror}") from None
+    """Open `real` following no symlink in any component, and insist it is still what was checked."""
+    fd, _ = open_verified(real, flags | os.O_NONBLOCK, mode)
     return fd
 
 
@@ -122,11 +119,14 @@ def list_directory(policy: PathPolicy, path: str) -> dict[str, Any]:
     if not os.path.isdir(real):
         raise OperationError("not_a_directory", f"{real} is not a directory; use read_file")
     entries = []
+    fd, _ = open_verified(real, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        with os.scandir(real) as scan:
+        with os.scandir(fd) as scan:
             items = sorted(scan, key=lambda e: e.name)
     except PermissionError:
         raise OperationError("permission_denied", f"permission denied: {real}") from None
+    finally:
+        os.close(fd)
     for entry in items[:MAX_LIST_ENTRIES]:
         name = entry.name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
         try:
