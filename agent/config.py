@@ -38,6 +38,12 @@ class AgentConfig:
     poll_slack_seconds: float = 10.0
     backoff_max_seconds: float = 30.0
     kill_grace_seconds: float = 2.0
+    # The owner's policy for this machine (agent/policy.py).
+    disabled_tools: frozenset[str] = frozenset()
+    read_only: bool = False
+    deny_paths: tuple[str, ...] = ()
+    command_prefixes: tuple[str, ...] = ()
+    env_file: str = ""
     # Where undelivered results (the outbox), output spools and running process groups are kept.
     state_dir: str = ""
     # A running command's output is sent at least this often (with none, as a heartbeat), in chunks
@@ -51,7 +57,8 @@ class AgentConfig:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> AgentConfig:
-        env = dict(read_env_file(_env_file(environ if environ is not None else os.environ)))
+        env_file = _env_file(environ if environ is not None else os.environ)
+        env = dict(read_env_file(env_file))
         env.update(os.environ if environ is None else environ)
         url = env.get("RELAY_URL", "").strip().rstrip("/")
         if not url:
@@ -73,6 +80,11 @@ class AgentConfig:
             shell=env.get("AGENT_SHELL") or env.get("SHELL") or "/bin/sh",
             max_output_bytes=int(env.get("MAX_OUTPUT_BYTES", cls.max_output_bytes)),
             max_read_bytes=int(env.get("MAX_READ_BYTES", cls.max_read_bytes)),
+            disabled_tools=_disabled_tools(env.get("DISABLED_TOOLS", "")),
+            read_only=_flag(env, "READ_ONLY"),
+            deny_paths=tuple(p for p in env.get("DENY_PATHS", "").split(os.pathsep) if p.strip()),
+            command_prefixes=tuple(p.strip() for p in env.get("ALLOWED_COMMANDS", "").split(",") if p.strip()),
+            env_file=str(env_file.resolve()) if env_file else "",
             max_concurrent_commands=int(env.get("MAX_CONCURRENT_COMMANDS", cls.max_concurrent_commands)),
             backoff_max_seconds=float(env.get("BACKOFF_MAX_SECONDS", cls.backoff_max_seconds)),
             kill_grace_seconds=float(env.get("KILL_GRACE_SECONDS", cls.kill_grace_seconds)),
@@ -165,3 +177,22 @@ def read_env_file(path: Path | None) -> dict[str, str]:
             value = value[1:-1]
         values[key] = value
     return values
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise ConfigError(f"{name} must be 1 or 0, got {raw!r}")
+
+
+def _disabled_tools(raw: str) -> frozenset[str]:
+    from agent.policy import ALL_TOOLS
+
+    names = frozenset(n.strip() for n in raw.split(",") if n.strip())
+    unknown = sorted(names - set(ALL_TOOLS))
+    if unknown:
+        raise ConfigError(f"DISABLED_TOOLS: unknown tool {unknown[0]!r}; the tools are {', '.join(ALL_TOOLS)}")
+    return names

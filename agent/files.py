@@ -112,6 +112,13 @@ def write_file(policy: PathPolicy, path: str, content: str, *, max_bytes: int) -
     return {"path": real, "bytes_written": len(data)}
 
 
+def _cache_stat(entry: os.DirEntry) -> None:
+    try:
+        entry.stat()
+    except OSError:
+        pass
+
+
 def list_directory(policy: PathPolicy, path: str) -> dict[str, Any]:
     real = policy.resolve(path)
     if not os.path.exists(real):
@@ -123,6 +130,9 @@ def list_directory(policy: PathPolicy, path: str) -> dict[str, Any]:
     try:
         with os.scandir(fd) as scan:
             items = sorted(scan, key=lambda e: e.name)
+        for entry in items[:MAX_LIST_ENTRIES]:
+            if entry.is_file(follow_symlinks=False):
+                _cache_stat(entry)  # while the directory's descriptor is still open
     except PermissionError:
         raise OperationError("permission_denied", f"permission denied: {real}") from None
     finally:

@@ -21,6 +21,7 @@ from agent import VERSION, operations
 from agent.client import RelayClient, RelayError, classify
 from agent.config import AgentConfig
 from agent.files import PathPolicy
+from agent.policy import deny_paths
 
 log = logging.getLogger("agent")
 SHUTDOWN_GRACE_SECONDS = 10.0
@@ -44,7 +45,7 @@ class Backoff:
 class Agent:
     def __init__(self, config: AgentConfig) -> None:
         self.config = config
-        self.policy = PathPolicy(config.roots, config.home)
+        self.policy = PathPolicy(config.roots, config.home, deny_paths(config.home, config.deny_paths, config.env_file))
         facts = {
             "hostname": platform.node(),
             "os": f"{platform.system()} {platform.release()} ({platform.machine()})",

@@ -6,6 +6,7 @@ import os
 from typing import Any
 
 from agent import files, shell
+from agent import policy as owner_policy
 from agent.config import AgentConfig
 from agent.errors import OperationError
 
@@ -13,6 +14,13 @@ MAX_WRITE_BYTES = 10 * 1024 * 1024
 
 
 def perform(tool: str, arguments: dict[str, Any], timeout_seconds: float, config: AgentConfig, policy: files.PathPolicy) -> dict[str, Any]:
+    owner_policy.check_call(
+        tool,
+        arguments,
+        disabled=config.disabled_tools,
+        read_only=config.read_only,
+        command_prefixes=config.command_prefixes,
+    )
     if tool == "run_shell_command":
         cwd = arguments.get("working_dir") or config.home
         cwd = policy.home if cwd == "~" else os.path.expanduser(cwd) if cwd.startswith("~/") else cwd
