@@ -66,7 +66,8 @@ def _open_checked(real: str, flags: int, mode: int = 0o644) -> int:
     return fd
 
 
-def read_file(policy: PathPolicy, path: str, *, max_bytes: int) -> dict[str, Any]:
+def read_file(policy: PathPolicy, path: str, *, max_bytes: int, offset: int | None = None, limit: int | None = None) -> dict[str, Any]:
+    """A text file whole, or (with offset/limit, or when over max_bytes) a page of its lines."""
     real = policy.resolve(path)
     if not os.path.lexists(real):
         raise OperationError("not_found", f"no such file: {real}")
@@ -80,18 +81,72 @@ def read_file(policy: PathPolicy, path: str, *, max_bytes: int) -> dict[str, Any
         opened = os.fstat(handle.fileno())
         if (opened.st_dev, opened.st_ino) != (info.st_dev, info.st_ino) or not stat.S_ISREG(opened.st_mode):
             raise OperationError("path_changed", f"{real} changed while it was being opened; refused")
-        if opened.st_size > max_bytes:
+        sniff = handle.read(BINARY_SNIFF_BYTES)
+        if b"\x00" in sniff:
             raise OperationError(
-                "file_too_large", f"{real} is {opened.st_size} bytes, over the {max_bytes}-byte read limit"
+                "binary_file", f"{real} looks binary ({opened.st_size} bytes, {_kind(sniff)}); not shown as text"
             )
+        handle.seek(0)
+        if offset is not None or limit is not None or opened.st_size > max_bytes:
+            return _read_lines(handle, real, opened.st_size, max_bytes, offset or 1, limit)
         data = handle.read(max_bytes + 1)
-    if b"\x00" in data[:BINARY_SNIFF_BYTES]:
-        raise OperationError("binary_file", f"{real} looks binary ({len(data)} bytes); not shown as text")
     try:
         content = data.decode("utf-8")
     except UnicodeDecodeError:
         raise OperationError("binary_file", f"{real} is not UTF-8 text ({len(data)} bytes); not shown") from None
     return {"path": real, "size": len(data), "content": content}
+
+
+MAGIC = (
+    (b"\x7fELF", "ELF executable"), (b"\x89PNG", "PNG image"), (b"\xff\xd8\xff", "JPEG image"), (b"GIF8", "GIF image"),
+    (b"%PDF", "PDF document"), (b"PK\x03\x04", "zip archive"), (b"\x1f\x8b", "gzip data"), (b"SQLite format 3", "SQLite database"),
+)
+
+
+def _kind(head: bytes) -> str:
+    return next((name for magic, name in MAGIC if head.startswith(magic)), "binary data")
+
+
+def _read_lines(handle, real: str, size: int, max_bytes: int, first: int, limit: int | None) -> dict[str, Any]:
+    """Lines from `first` (counting from 1), at most `limit` of them and `max_bytes` in all."""
+    number = 0
+    for number in range(1, first):
+        if not handle.readline():
+            number -= 1
+            break
+    lines: list[bytes] = []
+    used = 0
+    stopped = ""
+    while True:
+        line = handle.readline()
+        if not line:
+            break
+        if limit is not None and len(lines) >= limit:
+            stopped = "line limit reached"
+            break
+        if used + len(line) > max_bytes:
+            if not lines:
+                raise OperationError(
+                    "file_too_large",
+                    f"{real} is {size} bytes, over the {max_bytes}-byte read limit, and line {first} alone does not "
+                    "fit; read it with run_shell_command (e.g. cut or head -c)",
+                )
+            stopped = f"{max_bytes}-byte read limit reached"
+            break
+        lines.append(line)
+        used += len(line)
+    data = b"".join(lines)
+    try:
+        content = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise OperationError("binary_file", f"{real} is not UTF-8 text ({size} bytes); not shown") from None
+    result: dict[str, Any] = {"path": real, "size": size, "content": content, "offset": first, "lines": len(lines)}
+    if stopped:
+        result["next_offset"] = first + len(lines)
+        result["stopped"] = stopped
+    else:
+        result["total_lines"] = first - 1 + len(lines) if first - 1 <= number else number
+    return result
 
 
 def write_file(policy: PathPolicy, path: str, content: str, *, max_bytes: int) -> dict[str, Any]:
