@@ -3,8 +3,14 @@ PKCE, consent, token, refresh) then tool calls, and each misuse failing with its
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import json
+import subprocess
+import threading
 import time
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import anyio
 import pytest
@@ -243,3 +249,57 @@ def test_confidential_client_must_present_its_secret(server):
     code = redirect_params(answer_consent(_authorize_url(server, registered["client_id"], challenge), server.token))["code"]
     without = _exchange(server, registered["client_id"], code, verifier)
     assert without.status_code == 401 and without.json()["error"] == "invalid_client"
+
+
+NODE_DIR = Path(__file__).resolve().parent.parent / "node"
+
+
+def test_consent_page_in_headless_chromium(server, tmp_path):
+    if not Path("/usr/bin/chromium").exists() or not (NODE_DIR / "node_modules" / "playwright-core").exists():
+        pytest.fail("needs Debian's chromium (.ci/apt-packages) and playwright-core (scripts/bootstrap --node)")
+    with callback_server() as callback_uri:
+        client_id = _register(server, (callback_uri,)).json()["client_id"]
+        verifier, challenge = pkce_pair()
+        url = _authorize_url(server, client_id, challenge, redirect_uri=callback_uri)
+        run = subprocess.run(
+            ["node", str(NODE_DIR / "consent.mjs"), url, server.token, str(tmp_path), "wrong-secret"],
+            cwd=NODE_DIR, capture_output=True, text=True, timeout=90,
+        )
+    assert run.returncode == 0, run.stderr[-3000:]
+    outcome = json.loads(run.stdout.strip().splitlines()[-1])
+    assert outcome["clientName"] == "Hand-made"
+    assert "not the owner secret" in outcome["wrongSecretError"]
+    assert outcome["redirect"].startswith(callback_uri + "?")
+    params = redirect_params_from_url(outcome["redirect"])
+    assert params["state"] == "st4te"
+    assert (tmp_path / "consent.png").stat().st_size > 5000
+    tokens = _exchange(server, client_id, params["code"], verifier, callback_uri)
+    assert tokens.status_code == 200 and _bearer_status(server, tokens.json()["access_token"]) == 200
+
+
+@contextlib.contextmanager
+def callback_server():
+    """A local client's redirect target on a loopback port, as Claude Code or VS Code opens one."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.end_headers()
+            self.wfile.write(b"<p>signed in; you may close this tab</p>")
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}/callback"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def redirect_params_from_url(url: str) -> dict[str, str]:
+    return {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
