@@ -37,6 +37,14 @@ def list_commands():
     return json_response({"tool_calls": audit.recent(limit=int(raw), machine=machine)})
 
 
+@bp.post("/api/machines/<name>/revoke")
+def revoke_machine(name: str):
+    """Revoke a machine's agent tokens at once; its agent must enrol again with the enrolment secret."""
+    require_owner()
+    machine = services().relay.revoke(name)
+    return json_response({"machine": machine.name, "token_generation": machine.token_generation, "revoked": True})
+
+
 @bp.get("/api/machines")
 def list_machines():
     """Every known machine: online or not, last seen, host, OS, agent version, allowed roots."""

@@ -86,6 +86,16 @@ class Relay:
         with db.connection_context():
             return Machine.get_or_none(Machine.name == name)
 
+    def revoke(self, name: str) -> Machine:
+        """Invalidate every token issued to `name` so far: its agent must enrol again."""
+        with db.connection_context(), atomic_write():
+            machine = Machine.get_or_none(Machine.name == name)
+            if machine is None:
+                raise errors.NotFound(f"no machine named {name!r}", code="unknown_machine")
+            machine.token_generation += 1
+            machine.save()
+        return machine
+
     def machines(self) -> list[Machine]:
         with db.connection_context():
             return list(Machine.select().order_by(Machine.name))
