@@ -50,7 +50,7 @@ def build_services(config: Config) -> Services:
         relay=relay,
         toolbox=toolbox,
         dispatcher=Dispatcher(toolbox),
-        sessions=SessionStore(config.session_idle_seconds),
+        sessions=SessionStore(config.session_idle_seconds, config.max_sessions_per_credential),
         agent_tokens=AgentTokens(config.agent_signing_keys, config.agent_token_max_age_seconds),
         oauth=oauth_store,
         credentials=Credentials(

@@ -47,16 +47,25 @@ class Session:
 
 
 class SessionStore:
-    def __init__(self, idle_seconds: float) -> None:
+    def __init__(self, idle_seconds: float, max_per_credential: int = 64) -> None:
         self.idle_seconds = idle_seconds
+        self.max_per_credential = max_per_credential
         self._sessions: dict[str, Session] = {}
         self._lock = threading.Lock()
 
     def open(self, credential: str, transport: str) -> Session:
+        """A new session. Past `max_per_credential`, the credential's least recently used session is
+        closed to make room: clients that never say goodbye (mcp-remote) must not lock themselves out."""
         self.expire()
         session = Session(id=secrets.token_hex(16), credential=credential, transport=transport)
         with self._lock:
+            mine = [s for s in self._sessions.values() if s.credential == credential]
+            evicted = sorted(mine, key=lambda s: s.last_active)[: max(0, len(mine) - self.max_per_credential + 1)]
+            for old in evicted:
+                del self._sessions[old.id]
             self._sessions[session.id] = session
+        for old in evicted:
+            old.close()
         return session
 
     def get(self, session_id: str | None, credential: str, transport: str) -> Session:
