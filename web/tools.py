@@ -71,7 +71,7 @@ TOOLS = (
         "in the user's shell with stdin closed; it is killed with its whole process group at the timeout. "
         "A non-zero exit code is reported, not treated as a failure of the tool.",
         {
-            "command": {"type": "string", "description": "The command line, as typed in a shell.", "minLength": 1},
+            "command": {"type": "string", "description": "The command line, as typed in a shell.", "minLength": 1, "maxLength": 65536},
             "working_dir": {"type": "string", "description": "Directory to run in (default: the agent's home)."},
             "timeout": {
                 "type": "number",
