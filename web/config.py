@@ -57,7 +57,6 @@ class Config:
     trusted_proxy_hops: int = 0
     max_sessions_per_credential: int = 64
     max_queued_per_machine: int = 256
-    max_command_bytes: int = 64 * 1024
     # Failed authentications per client address per minute before it is answered 429.
     auth_failures_per_minute: int = 20
     # The durable relay (web/relay.py). A tool call waits at most this long, then answers with the
