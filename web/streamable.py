@@ -181,7 +181,7 @@ def _post_in_session(credential: str) -> Response:
         responses = svc.dispatcher.handle_batch(payload, session, transport=TRANSPORT, emit=emit)
         return responses if isinstance(payload, list) else responses[0]
 
-    return _answer(run, json_ok, sse_ok)
+    return _answer(run, json_ok, sse_ok, session=session)
 
 
 def _initialize(payload: dict, credential: str, json_ok: bool) -> Response:
@@ -217,7 +217,14 @@ def _post_stateless() -> Response:
     )
 
 
-def _answer(run: Callable[[mcp_protocol.Emit], Any], json_ok: bool, sse_ok: bool, *, error_status: dict[int, int] | None = None) -> Response:
+def _answer(
+    run: Callable[[mcp_protocol.Emit], Any],
+    json_ok: bool,
+    sse_ok: bool,
+    *,
+    session: Session | None = None,
+    error_status: dict[int, int] | None = None,
+) -> Response:
     """Run the dispatch in its own greenlet; answer in JSON if it is quick and quiet, else as SSE."""
     outbox: queue.Queue = queue.Queue()
 
@@ -245,10 +252,10 @@ def _answer(run: Callable[[mcp_protocol.Emit], Any], json_ok: bool, sse_ok: bool
                 status = error_status.get(answer["error"]["code"], 200)
             return json_response(answer, status)
     heartbeat = services().config.heartbeat_seconds
-    return Response(_stream_answer(first, outbox, heartbeat), mimetype="text/event-stream", headers=SSE_HEADERS)
+    return Response(_stream_answer(first, outbox, heartbeat, session), mimetype="text/event-stream", headers=SSE_HEADERS)
 
 
-def _stream_answer(first: tuple | None, outbox: queue.Queue, heartbeat: float) -> Iterator[str]:
+def _stream_answer(first: tuple | None, outbox: queue.Queue, heartbeat: float, session: Session | None) -> Iterator[str]:
     item = first
     if item is None:
         yield ": answer on its way\n\n"  # headers go out with the first chunk: send them now
@@ -257,6 +264,8 @@ def _stream_answer(first: tuple | None, outbox: queue.Queue, heartbeat: float) -
             try:
                 item = outbox.get(timeout=heartbeat)
             except queue.Empty:
+                if session is not None:
+                    session.last_active = time.monotonic()  # a call in progress keeps its session alive
                 yield ": keep-alive\n\n"
                 continue
         kind, message = item
