@@ -3,15 +3,27 @@
     POST /api/agent/register               AUTH_TOKEN  -> {"token": ..., "poll_timeout_seconds": 25, ...}
     GET  /api/agent/poll?wait=25           agent token -> 200 {"commands": [...]} or 204 when none
     POST /api/agent/commands/<id>/start    agent token, {"lease": 1}   -> 200, or 409 "do not run it"
+    POST /api/agent/commands/<id>/output   agent token, {"chunks": [{"stream": "stdout", "offset": 0,
+                                           "data": <base64>}]} -> {"received": {"stdout": n, "stderr": m},
+                                           "cancel": false, "state": "running"}
     POST /api/agent/commands/<id>/result   agent token, {"status": "succeeded", "result": {...}}
+    POST /api/agent/reconcile              agent token, {"keep": [ids]} -> {"lost": [ids]}
 
 A polled command is only leased: the agent runs it after `start` answers 200, and posts its result
 once, or again with the same body if it cannot tell whether the first post landed (a repeat is
-acknowledged, never applied twice). docs/ARCHITECTURE.md has the whole contract.
+acknowledged, never applied twice). While a command runs, the agent posts its output to `output` in
+chunks with byte offsets (a repeat is stored once; the answer says how far the server has it), at least
+every few seconds even with no new output: that is the command's heartbeat, and its answer carries
+`cancel: true` once the command was cancelled. `poll?limit=N` leases at most N commands (the agent's
+free slots). A restarted agent calls `reconcile` with the commands it still holds (running or with a
+result in its outbox); the machine's other running commands become `lost`. docs/ARCHITECTURE.md has
+the whole contract.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from typing import Any
 
@@ -87,7 +99,10 @@ def poll():
         wait = min(max(float(raw), 0.0), limit)
     except ValueError:
         raise errors.BadRequest(f"wait must be a number of seconds, got {raw!r}", code="invalid_wait") from None
-    commands = svc.relay.poll(machine, wait, MAX_POLL_BATCH)
+    raw_limit = request.args.get("limit", str(MAX_POLL_BATCH))
+    if not raw_limit.isdigit():
+        raise errors.BadRequest(f"limit must be a whole number, got {raw_limit!r}", code="invalid_limit")
+    commands = svc.relay.poll(machine, wait, min(int(raw_limit), MAX_POLL_BATCH))
     if not commands:
         return Response(status=204)
     return json_response({"commands": [_wire(c) for c in commands]})
@@ -140,3 +155,36 @@ def post_result(command_id: str):
         error_message=str(error.get("message", ""))[:4096] or None,
     )
     return json_response({"id": command.id, "state": command.state, "duplicate": not applied})
+
+
+@bp.post("/commands/<command_id>/output")
+def post_output(command_id: str):
+    machine = _agent()
+    svc = services()
+    body = read_json(svc.config.max_request_bytes * 2)
+    chunks = body.get("chunks", []) if isinstance(body, dict) else None
+    if not isinstance(chunks, list) or len(chunks) > 16:
+        raise errors.BadRequest("body must be {\"chunks\": [...]} with at most 16 chunks", code="invalid_body")
+    decoded = []
+    for chunk in chunks:
+        if not isinstance(chunk, dict) or chunk.get("stream") not in ("stdout", "stderr"):
+            raise errors.BadRequest("each chunk needs 'stream' ('stdout' or 'stderr')", code="invalid_chunk")
+        offset = chunk.get("offset")
+        if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
+            raise errors.BadRequest("each chunk needs a byte 'offset' (an integer from 0)", code="invalid_chunk")
+        try:
+            data = base64.b64decode(chunk.get("data", ""), validate=True)
+        except (binascii.Error, TypeError, ValueError):
+            raise errors.BadRequest("each chunk's 'data' must be base64", code="invalid_chunk") from None
+        decoded.append((chunk["stream"], offset, data))
+    return json_response(svc.relay.progress(machine, command_id, decoded))
+
+
+@bp.post("/reconcile")
+def reconcile():
+    machine = _agent()
+    body = read_json(1024 * 1024)
+    keep = body.get("keep") if isinstance(body, dict) else None
+    if not isinstance(keep, list) or not all(isinstance(k, str) for k in keep):
+        raise errors.BadRequest("body must be {\"keep\": [command ids]}", code="invalid_body")
+    return json_response({"lost": services().relay.reconcile(machine, keep)})

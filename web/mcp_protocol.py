@@ -264,7 +264,10 @@ class Dispatcher:
             result = mcp_types.ListToolsResult(tools=self.toolbox.definitions())
         elif incoming.method == "tools/call":
             context = CallContext(
-                session_id=session.id if session else "", transport=transport, progress=_progress(request.params, emit)
+                session_id=session.id if session else "",
+                transport=transport,
+                request_id=incoming.id,
+                progress=_progress(request.params, emit),
             )
             result = self.toolbox.call(request.params.name, request.params.arguments, context)
         else:
@@ -292,8 +295,11 @@ class Dispatcher:
         if incoming.method == "notifications/initialized":
             session.initialized = True
         elif incoming.method == "notifications/cancelled":
-            # Commands already handed to an agent run to the end and are audited; nothing to stop here.
+            # The tool call's command is cancelled too: never started, it never runs; running, its
+            # agent ends it. A client that merely disconnects sends no such notification.
+            params = incoming.params or {}
             log.info("client cancelled a request in session %s", session.id[:8])
+            self.toolbox.cancel_request(session.id, params.get("requestId"), str(params.get("reason") or "")[:200])
         else:
             log.debug("ignoring notification %s", incoming.method)
 

@@ -16,6 +16,7 @@ import time
 from typing import Any
 
 from peewee import (
+    BlobField,
     BooleanField,
     CharField,
     DatabaseProxy,
@@ -52,6 +53,7 @@ SUCCEEDED, FAILED, TIMED_OUT, CANCELLED, EXPIRED, LOST = (
     "lost",
 )
 TERMINAL_STATES = frozenset({SUCCEEDED, FAILED, TIMED_OUT, CANCELLED, EXPIRED, LOST})
+STATES = frozenset({QUEUED, LEASED, RUNNING}) | TERMINAL_STATES
 
 
 def open_database(url: str):
@@ -136,9 +138,46 @@ class Command(BaseModel):
     exit_code = IntegerField(null=True)
     error_code = CharField(max_length=64, null=True)
     error_message = TextField(null=True)
+    # A queued or leased command not started by then becomes `expired`.
+    start_by_at = DoubleField(null=True)
+    # Last sign of life from the agent while running; a stale one makes the command `lost`.
+    heartbeat_at = DoubleField(null=True)
+    cancel_requested_at = DoubleField(null=True)
+    # Per stream: {"stdout": {"received": bytes, "stored": bytes}, ...}; see CommandOutput.
+    output = JSONField(null=True)
 
     class Meta:
         table_name = "command"
+
+
+class CommandOutput(BaseModel):
+    """One chunk of a command's output, as the agent streamed it. `offset` and `length` are byte
+    positions in the stream; `data` may be shorter than `length` (or empty) past the server's cap."""
+
+    command_id = CharField(max_length=32)
+    stream = CharField(max_length=8)
+    offset = IntegerField()
+    length = IntegerField()
+    data = BlobField()
+    created_at = DoubleField(default=now)
+
+    class Meta:
+        table_name = "command_output"
+        indexes = ((("command_id", "stream", "offset"), True),)
+
+
+class CommandEvent(BaseModel):
+    """The transition log: one row per state change, written in the same transaction."""
+
+    command_id = CharField(max_length=32, index=True)
+    at = DoubleField(default=now)
+    from_state = CharField(max_length=16, default="")
+    to_state = CharField(max_length=16)
+    actor = CharField(max_length=16)
+    detail = TextField(default="")
+
+    class Meta:
+        table_name = "command_event"
 
 
 class ToolCall(BaseModel):
@@ -164,7 +203,7 @@ class ToolCall(BaseModel):
         table_name = "tool_call"
 
 
-MODELS = [Machine, Command, ToolCall]
+MODELS = [Machine, Command, CommandOutput, CommandEvent, ToolCall]
 
 
 class OAuthClient(BaseModel):

@@ -1,19 +1,30 @@
 """The relay: the durable queue between MCP tool calls and the agents that run them.
 
-A command moves through states stored in the database, the server being their only writer:
+A command moves through states stored in the database, the server being their only writer. Each
+transition is one transaction that also writes a `command_event` row (the transition log):
 
-    queued --claim--> leased --start--> running --complete--> succeeded | failed | timed_out
-       |                 |
-       +-----------------+--(nobody started it before the caller gave up)--> expired
+    queued --claim--> leased --start--> running --complete--> succeeded | failed | timed_out | cancelled
+       |    <--lease ran out, unconfirmed--+         |
+       +--(not started by start_by_at)--> expired     +--(no heartbeat for lost_after_seconds, or the
+       +--(cancel before start)--> cancelled              agent restarted without it)--> lost
 
 A poll *leases* commands; it does not deliver them. A command counts as delivered only when the agent
 confirms it with `start`, quoting its lease number. A lease that is never confirmed (the poll's socket
 was already dead, the agent crashed) runs out and the command is leased again; a started command is
 never handed out again, so it runs at most once.
 
-Wake-ups are in-process (`threading` primitives, which gevent makes cooperative): a submit wakes the
-machine's poll and a completion wakes the tool call waiting on it. Every wait also re-reads the database
-at least once a second, so a second server process still sees the change, only later.
+`lost` means "outcome unknown": the agent may or may not have finished it. If that agent later proves
+the outcome (a result from its on-disk outbox), the real outcome replaces `lost`; no other terminal
+state ever changes.
+
+While a command runs, the agent streams its output in chunks (`progress`), each with its byte offset,
+so a repeat is stored once; every progress call is also the command's heartbeat and tells the agent
+whether the command was cancelled. Expiry and loss are found by `sweep`, which the waits and polls
+run at most once a second; a restarted server counts heartbeats from its own start, so its downtime
+does not make running commands look lost.
+
+Wake-ups are in-process (`threading` primitives, which gevent makes cooperative). Every wait also
+re-reads the database at least once a second, so a second server process still sees the change.
 
 No Flask in here: the HTTP surfaces call these methods.
 """
@@ -30,42 +41,62 @@ from collections.abc import Iterable
 from web import errors
 from web.config import Config
 from web.models import (
+    CANCELLED,
+    EXPIRED,
     FAILED,
     LEASED,
+    LOST,
     QUEUED,
     RUNNING,
     SUCCEEDED,
     TERMINAL_STATES,
     TIMED_OUT,
-    EXPIRED,
     Command,
+    CommandEvent,
     Machine,
     atomic_write,
     db,
     now,
 )
+from web.output import STREAMS, OutputStore
 
 log = logging.getLogger(__name__)
 
 # How often a waiter re-reads the database, for changes made by another server process.
 RECHECK_SECONDS = 1.0
-# A machine's last_seen_at is written at most this often while it keeps polling.
+SWEEP_SECONDS = 1.0
+# A machine's last_seen_at, and a running command's heartbeat_at, are written at most this often.
 LAST_SEEN_WRITE_SECONDS = 10.0
-AGENT_FINAL_STATES = frozenset({SUCCEEDED, FAILED, TIMED_OUT})
+HEARTBEAT_WRITE_SECONDS = 5.0
+AGENT_FINAL_STATES = frozenset({SUCCEEDED, FAILED, TIMED_OUT, CANCELLED})
+PENDING_STATES = (QUEUED, LEASED, RUNNING)
+LOST_MESSAGE = "outcome unknown: {why}; the command may or may not have run to completion"
+
+
+def transition(command: Command, to_state: str, actor: str, detail: str = "", **fields) -> None:
+    """Move `command` to `to_state` and log it; call inside the transaction that saves it."""
+    from_state = command.state or ""
+    command.state = to_state
+    for name, value in fields.items():
+        setattr(command, name, value)
+    CommandEvent.create(command_id=command.id, from_state=from_state, to_state=to_state, actor=actor, detail=detail[:1000])
 
 
 class Relay:
-    """Submit, claim, start, complete and wait on commands; track which machines are online."""
+    """Submit, claim, start, stream, complete, cancel and wait on commands; track machines."""
 
     def __init__(self, config: Config) -> None:
         self.config = config
+        self.started_at = now()
+        self.output = OutputStore(config.max_output_bytes)
         self._lock = threading.Lock()
         self._machine_changed: dict[str, threading.Condition] = {}
         self._machine_generation: collections.Counter[str] = collections.Counter()
-        self._command_done: dict[str, threading.Event] = {}
+        self._command_changed: dict[str, threading.Event] = {}
         self._polls: collections.Counter[str] = collections.Counter()
         self._seen_at: dict[str, float] = {}
         self._seen_written_at: dict[str, float] = {}
+        self._swept_at = 0.0
 
     # --- machines -----------------------------------------------------------------------------
 
@@ -103,8 +134,7 @@ class Relay:
     def is_online(self, machine: Machine) -> bool:
         if self._polls[machine.name] > 0:
             return True
-        last = max(self._seen_at.get(machine.name, 0.0), machine.last_seen_at or 0.0)
-        return now() - last < self.config.offline_after_seconds
+        return now() - self.last_seen_at(machine) < self.config.offline_after_seconds
 
     def last_seen_at(self, machine: Machine) -> float:
         return max(self._seen_at.get(machine.name, 0.0), machine.last_seen_at or 0.0)
@@ -136,54 +166,69 @@ class Relay:
     # --- the caller's side --------------------------------------------------------------------
 
     def submit(self, machine: str, tool: str, arguments: dict, *, timeout_seconds: float, session_id: str = "") -> Command:
-        """Queue a command for `machine` and wake its poll."""
-        command_id = uuid.uuid4().hex
-        with self._lock:
-            self._command_done[command_id] = threading.Event()
-        with db.connection_context():
-            command = Command.create(
-                id=command_id,
+        """Queue a command for `machine` and wake its poll; `machine_busy` past the machine's cap."""
+        t = now()
+        with db.connection_context(), atomic_write():
+            pending = Command.select().where((Command.machine == machine) & Command.state.in_(PENDING_STATES)).count()
+            if pending >= self.config.max_queued_per_machine:
+                raise errors.ToolError(
+                    f"machine {machine!r} is busy: {pending} commands are queued or running (limit "
+                    f"{self.config.max_queued_per_machine}); wait for some to finish, or cancel_command them",
+                    code="machine_busy",
+                )
+            command = Command(
+                id=uuid.uuid4().hex,
+                state="",
                 machine=machine,
                 tool=tool,
                 arguments=arguments,
-                state=QUEUED,
                 timeout_seconds=timeout_seconds,
                 session_id=session_id,
+                created_at=t,
+                start_by_at=t + self.config.start_deadline_seconds,
             )
+            transition(command, QUEUED, "client", f"{tool} submitted")
+            command.save(force_insert=True)
         self._wake_machine(machine)
         return command
 
-    def wait(self, command_id: str, timeout_seconds: float) -> Command:
+    def wait(self, command_id: str, timeout_seconds: float, on_change=None) -> Command:
         """Wait until the command is terminal or the time is up; return its latest record.
 
-        A command still queued or leased when the time is up never started and never will: it
-        becomes `expired`. A running one is left running: its outcome is unknown to the caller.
+        Nothing happens to the command when the time is up: it keeps its state, and the caller can
+        learn its outcome later. `on_change(command)` is called whenever output arrives.
         """
         deadline = time.monotonic() + timeout_seconds
-        with self._lock:
-            done = self._command_done.setdefault(command_id, threading.Event())
-        try:
-            while True:
-                command = self._get(command_id)
-                if command.state in TERMINAL_STATES:
-                    return command
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return self._expire_if_unstarted(command_id)
-                done.wait(min(remaining, RECHECK_SECONDS))
-        finally:
-            with self._lock:
-                self._command_done.pop(command_id, None)
+        changed = self._changed(command_id)
+        while True:
+            changed.clear()
+            self.sweep_soon()
+            command = self.get(command_id)
+            if command.state in TERMINAL_STATES:
+                return command
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return command
+            if changed.wait(min(remaining, RECHECK_SECONDS)) and on_change is not None:
+                on_change(self.get(command_id))
 
-    def _expire_if_unstarted(self, command_id: str) -> Command:
+    def cancel(self, command_id: str, *, actor: str = "client", reason: str = "") -> Command:
+        """Cancel a command: at once if it has not started, else ask its agent to end it."""
         with db.connection_context(), atomic_write():
-            command = Command.get_by_id(command_id)
+            command = Command.get_or_none(Command.id == command_id)
+            if command is None:
+                raise errors.ToolError(f"no command {command_id}", code="unknown_command")
             if command.state in (QUEUED, LEASED):
-                command.state = EXPIRED
-                command.finished_at = now()
-                command.error_code = "not_started"
-                command.error_message = "the agent did not start the command before the deadline"
+                transition(
+                    command, CANCELLED, actor, reason or "cancelled before it started",
+                    finished_at=now(), error_code="cancelled", error_message="cancelled before it started; it never ran",
+                )
                 command.save()
+            elif command.state == RUNNING and command.cancel_requested_at is None:
+                command.cancel_requested_at = now()
+                command.save()
+                CommandEvent.create(command_id=command.id, from_state=RUNNING, to_state=RUNNING, actor=actor, detail="cancel requested: " + reason)
+        self._signal(command_id)
         return command
 
     # --- the agent's side ---------------------------------------------------------------------
@@ -198,7 +243,8 @@ class Relay:
             while True:
                 with condition:
                     generation = self._machine_generation[machine]
-                leased = self.claim(machine, limit)
+                self.sweep_soon()
+                leased = self.claim(machine, limit) if limit > 0 else []
                 remaining = deadline - time.monotonic()
                 if leased or remaining <= 0:
                     return leased
@@ -216,15 +262,16 @@ class Relay:
             ready = (Command.state == QUEUED) | ((Command.state == LEASED) & (Command.lease_expires_at < t))
             commands = list(
                 Command.select()
-                .where((Command.machine == machine) & ready)
+                .where((Command.machine == machine) & ready & ((Command.start_by_at.is_null()) | (Command.start_by_at > t)))
                 .order_by(Command.created_at)
                 .limit(limit)
             )
             for command in commands:
-                command.state = LEASED
-                command.leased_at = t
-                command.lease_expires_at = t + self.config.lease_seconds
-                command.lease_count += 1
+                again = command.state == LEASED
+                transition(
+                    command, LEASED, "server", f"lease {command.lease_count + 1}" + (" (previous lease ran out unconfirmed)" if again else ""),
+                    leased_at=t, lease_expires_at=t + self.config.lease_seconds, lease_count=command.lease_count + 1,
+                )
                 command.save()
         return commands
 
@@ -240,41 +287,137 @@ class Relay:
                     f"not leased to you under lease {lease}: do not run it",
                     code="lease_lost",
                 )
-            command.state = RUNNING
-            command.started_at = now()
+            t = now()
+            transition(command, RUNNING, "agent", f"started under lease {lease}", started_at=t, heartbeat_at=t)
             command.save()
+        self._signal(command_id)
         return command
+
+    def progress(self, machine: str, command_id: str, chunks: list[dict]) -> dict:
+        """Store streamed output chunks (idempotent by offset), note a heartbeat, report cancellation.
+
+        Returns {"received": {stream: next offset expected}, "cancel": bool, "state": state}.
+        """
+        t = now()
+        with db.connection_context(), atomic_write():
+            command = self._owned(machine, command_id)
+            stored = self.output.append(command, chunks) if chunks else False
+            every = min(HEARTBEAT_WRITE_SECONDS, self.config.lost_after_seconds / 4)
+            beat = command.state == RUNNING and t - (command.heartbeat_at or 0.0) >= every
+            if beat:
+                command.heartbeat_at = t
+            if stored or beat:
+                command.save()
+        if stored:
+            self._signal(command_id)
+        received = {s: (command.output or {}).get(s, {}).get("received", 0) for s in STREAMS}
+        cancel = command.cancel_requested_at is not None or command.state in (CANCELLED, EXPIRED)
+        return {"received": received, "cancel": cancel, "state": command.state}
 
     def complete(self, machine: str, command_id: str, state: str, result: dict | None, *, exit_code: int | None = None, error_code: str | None = None, error_message: str | None = None) -> tuple[Command, bool]:
         """Record a command's outcome. Idempotent: a repeat is acknowledged and not applied again.
 
-        Returns the command and whether this call changed it.
+        Returns the command and whether this call changed it. A result for a `lost` command replaces
+        the unknown outcome with the real one.
         """
         if state not in AGENT_FINAL_STATES:
-            raise errors.BadRequest(
-                f"status must be one of {sorted(AGENT_FINAL_STATES)}, got {state!r}", code="invalid_status"
-            )
+            raise errors.BadRequest(f"status must be one of {sorted(AGENT_FINAL_STATES)}, got {state!r}", code="invalid_status")
         with db.connection_context(), atomic_write():
             command = self._owned(machine, command_id)
-            if command.state in TERMINAL_STATES:
+            if command.state in TERMINAL_STATES and command.state != LOST:
                 return command, False
-            if command.state != RUNNING:
+            if command.state not in (RUNNING, LOST):
                 raise errors.Conflict(
                     f"command {command_id} is {command.state}: confirm it with start before posting a result",
                     code="not_started",
                 )
-            command.state = state
-            command.result = result
-            command.exit_code = exit_code
-            command.error_code = error_code
-            command.error_message = error_message
-            command.finished_at = now()
+            detail = "result" if command.state == RUNNING else "late result replaces the unknown outcome"
+            transition(
+                command, state, "agent", detail,
+                result=result, exit_code=exit_code, error_code=error_code, error_message=error_message, finished_at=now(),
+            )
             command.save()
-        with self._lock:
-            done = self._command_done.get(command_id)
-        if done is not None:
-            done.set()
+        self._signal(command_id)
         return command, True
+
+    def reconcile(self, machine: str, keep: Iterable[str]) -> list[str]:
+        """A restarted agent names the commands it still holds; its other running ones are `lost`."""
+        keep = set(keep)
+        lost = []
+        with db.connection_context(), atomic_write():
+            for command in Command.select().where((Command.machine == machine) & (Command.state == RUNNING)):
+                if command.id in keep:
+                    continue
+                why = "the agent restarted while the command was running and stopped it"
+                transition(command, LOST, "agent", why, finished_at=now(), error_code="lost", error_message=LOST_MESSAGE.format(why=why))
+                command.save()
+                lost.append(command.id)
+        for command_id in lost:
+            self._signal(command_id)
+        return lost
+
+    # --- time-driven transitions --------------------------------------------------------------
+
+    def sweep_soon(self) -> None:
+        """Run `sweep` unless one ran in the last second."""
+        t = time.monotonic()
+        if t - self._swept_at >= SWEEP_SECONDS:
+            self._swept_at = t
+            self.sweep()
+
+    def sweep(self, at: float | None = None) -> list[str]:
+        """Expire commands not started by their deadline; mark running ones whose agent went silent lost."""
+        t = now() if at is None else at
+        stale_before = t - self.config.lost_after_seconds
+        expire = Command.state.in_((QUEUED, LEASED)) & (Command.start_by_at <= t)
+        due = expire
+        # Heartbeats missed while this server was down do not count against the agent: until it has
+        # been up for a whole window, nothing is declared lost.
+        if self.started_at <= stale_before:
+            due = expire | ((Command.state == RUNNING) & (Command.heartbeat_at < stale_before))
+        with db.connection_context():
+            if not Command.select().where(due).exists():
+                return []  # the common case: no write transaction at all
+            changed = []
+            with atomic_write():
+                for command in Command.select().where(due):
+                    if command.state == RUNNING:
+                        why = f"no word from the agent for {t - command.heartbeat_at:.0f} s while it was running"
+                        transition(command, LOST, "server", why, finished_at=t, error_code="lost", error_message=LOST_MESSAGE.format(why=why))
+                    else:
+                        transition(
+                            command, EXPIRED, "server", "not started before its deadline", finished_at=t, error_code="not_started",
+                            error_message="the agent did not start the command before its deadline; it was not run",
+                        )
+                    command.save()
+                    changed.append(command.id)
+        for command_id in changed:
+            self._signal(command_id)
+        return changed
+
+    # --- reading ------------------------------------------------------------------------------
+
+    def get(self, command_id: str) -> Command:
+        with db.connection_context():
+            return Command.get_by_id(command_id)
+
+    def find(self, command_id: str) -> Command | None:
+        with db.connection_context():
+            return Command.get_or_none(Command.id == command_id)
+
+    def events(self, command_id: str) -> list[CommandEvent]:
+        with db.connection_context():
+            return list(CommandEvent.select().where(CommandEvent.command_id == command_id).order_by(CommandEvent.id))
+
+    def commands(self, *, machine: str | None = None, states: Iterable[str] | None = None, limit: int = 50) -> list[Command]:
+        self.sweep_soon()
+        with db.connection_context():
+            query = Command.select().order_by(Command.created_at.desc()).limit(limit)
+            if machine:
+                query = query.where(Command.machine == machine)
+            if states:
+                query = query.where(Command.state.in_(list(states)))
+            return list(query)
 
     # --- helpers ------------------------------------------------------------------------------
 
@@ -285,9 +428,20 @@ class Relay:
             raise errors.NotFound(f"no command {command_id} for machine {machine!r}", code="unknown_command")
         return command
 
-    def _get(self, command_id: str) -> Command:
-        with db.connection_context():
-            return Command.get_by_id(command_id)
+    def _changed(self, command_id: str) -> threading.Event:
+        with self._lock:
+            event = self._command_changed.get(command_id)
+            if event is None:
+                if len(self._command_changed) > 10000:
+                    self._command_changed.clear()
+                event = self._command_changed[command_id] = threading.Event()
+            return event
+
+    def _signal(self, command_id: str) -> None:
+        with self._lock:
+            event = self._command_changed.get(command_id)
+        if event is not None:
+            event.set()
 
     def _condition(self, machine: str) -> threading.Condition:
         with self._lock:
@@ -301,12 +455,3 @@ class Relay:
         with condition:
             self._machine_generation[machine] += 1
             condition.notify_all()
-
-    def commands(self, *, machine: str | None = None, states: Iterable[str] | None = None, limit: int = 50) -> list[Command]:
-        with db.connection_context():
-            query = Command.select().order_by(Command.created_at.desc()).limit(limit)
-            if machine:
-                query = query.where(Command.machine == machine)
-            if states:
-                query = query.where(Command.state.in_(list(states)))
-            return list(query)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -18,7 +19,8 @@ import mcp_types
 
 from web import errors
 from web.audit import AuditEntry
-from web.models import EXPIRED, RUNNING, SUCCEEDED, TIMED_OUT, Command
+from web import outcome
+from web.models import STATES, TERMINAL_STATES
 from web.relay import Relay
 
 log = logging.getLogger(__name__)
@@ -34,6 +36,11 @@ MACHINE_PROPERTY = {
 class CallContext:
     session_id: str = ""
     transport: str = ""
+    # The JSON-RPC id of the tools/call, so `notifications/cancelled` can find its command.
+    request_id: Any = None
+    # progress(value, total, message): set when the client sent a progressToken and the transport
+    # can carry notifications before the response.
+    progress: Callable[[float, float | None, str | None], None] | None = None
     # progress(progress, total, message) sends notifications/progress to the caller when it asked for
     # them (a progressToken) and its transport can carry them; None otherwise.
     progress: Callable[[float, float | None, str | None], None] | None = None
@@ -69,13 +76,17 @@ TOOLS = (
         "run_shell_command",
         "Run a shell command on a machine and return its stdout, stderr and exit code. The command runs "
         "in the user's shell with stdin closed; it is killed with its whole process group at the timeout. "
-        "A non-zero exit code is reported, not treated as a failure of the tool.",
+        "A non-zero exit code is reported, not treated as a failure of the tool. If the command is still "
+        "running when this call has waited its bounded time (under a minute), the answer gives the command "
+        "id, its state and the output so far: follow it with get_command_output, stop it with "
+        "cancel_command. Never re-run a command just because its outcome is not known yet. Long output "
+        "shows its head and tail, with the omitted part paged by get_command_output.",
         {
             "command": {"type": "string", "description": "The command line, as typed in a shell.", "minLength": 1, "maxLength": 65536},
             "working_dir": {"type": "string", "description": "Directory to run in (default: the agent's home)."},
             "timeout": {
                 "type": "number",
-                "description": "Seconds before the command is killed (default 30).",
+                "description": "Seconds before the command is killed (default 30); may exceed the wait of this call.",
                 "exclusiveMinimum": 0,
                 "maximum": 3600,
             },
@@ -86,8 +97,15 @@ TOOLS = (
     ToolSpec(
         "read_file",
         "Read a UTF-8 text file on a machine. Paths must lie inside the machine's allowed roots "
-        "(see check_agent_status); binary and oversized files are refused.",
-        {"path": {"type": "string", "description": "Absolute path, or relative to the home folder."}, "machine": MACHINE_PROPERTY},
+        "(see check_agent_status); binary files are refused with their size and type. Large files are "
+        "read in pages of lines: pass offset (first line, from 1) and limit (number of lines); the answer "
+        "says where it stopped and how to read on.",
+        {
+            "path": {"type": "string", "description": "Absolute path, or relative to the home folder."},
+            "offset": {"type": "integer", "description": "First line to read, counting from 1 (default 1).", "minimum": 1},
+            "limit": {"type": "integer", "description": "Most lines to return (default: as many as fit).", "minimum": 1},
+            "machine": MACHINE_PROPERTY,
+        },
         ("path",),
         read_only=True,
     ),
@@ -118,11 +136,46 @@ TOOLS = (
         relayed=False,
         read_only=True,
     ),
+    ToolSpec(
+        "get_command_output",
+        "The state of a command started by run_shell_command (queued, running, succeeded, failed, "
+        "timed_out, cancelled, expired, or lost when its outcome is unknown), its exit code once "
+        "finished, and a page of its output from a byte offset. Use it to follow a long command and to "
+        "read output that a result left out.",
+        {
+            "command_id": {"type": "string", "description": "The id run_shell_command returned.", "minLength": 1, "maxLength": 64},
+            "offset": {"type": "integer", "description": "Byte offset to read from (default 0).", "minimum": 0},
+            "stream": {"type": "string", "description": "'stdout' (default) or 'stderr'.", "enum": ["stdout", "stderr"]},
+        },
+        ("command_id",),
+        relayed=False,
+        read_only=True,
+    ),
+    ToolSpec(
+        "cancel_command",
+        "Cancel a command: one not yet started never runs; a running one has its whole process group "
+        "ended (SIGTERM, then SIGKILL after a grace period) within seconds and ends 'cancelled'.",
+        {"command_id": {"type": "string", "description": "The id run_shell_command returned.", "minLength": 1, "maxLength": 64}},
+        ("command_id",),
+        relayed=False,
+    ),
+    ToolSpec(
+        "list_commands",
+        "List recent commands, newest first: id, machine, tool, state and when each was created. "
+        "Filter by machine and by state (e.g. 'running').",
+        {
+            "machine": {"type": "string", "description": "Only this machine's commands.", "maxLength": 64},
+            "state": {"type": "string", "description": "Only commands in this state.", "enum": sorted(STATES)},
+        },
+        relayed=False,
+        read_only=True,
+    ),
 )
 TOOLS_BY_NAME = {spec.name: spec for spec in TOOLS}
 _JSON_TYPES: dict[str, Callable[[Any], bool]] = {
     "string": lambda v: isinstance(v, str),
     "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
 }
 
 
@@ -156,6 +209,14 @@ def validate_arguments(spec: ToolSpec, arguments: Any) -> dict[str, Any]:
                 f"{spec.name}: argument '{name}' must be above 0 and at most {schema.get('maximum')}",
                 code="invalid_arguments",
             )
+        if schema["type"] == "integer" and value < schema.get("minimum", 0):
+            raise errors.ToolError(
+                f"{spec.name}: argument '{name}' must be at least {schema.get('minimum', 0)}", code="invalid_arguments"
+            )
+        if "enum" in schema and value not in schema["enum"]:
+            raise errors.ToolError(
+                f"{spec.name}: argument '{name}' must be one of {', '.join(schema['enum'])}", code="invalid_arguments"
+            )
     return arguments
 
 
@@ -166,11 +227,20 @@ def _json_type(value: Any) -> str:
 
 
 class ToolBox:
-    """Runs tool calls: validates, picks the machine, relays, waits, formats and audits."""
+    """Runs tool calls: validates, picks the machine, relays, waits (bounded), formats and audits."""
 
     def __init__(self, relay: Relay) -> None:
         self.relay = relay
         self.config = relay.config
+        # (session id, JSON-RPC request id) -> command id, for calls still waiting on their command.
+        self._inflight: dict[tuple[str, Any], str] = {}
+        self._inflight_lock = threading.Lock()
+        self._local = {
+            "check_agent_status": self._check_agent_status,
+            "get_command_output": self._get_command_output,
+            "cancel_command": self._cancel_command,
+            "list_commands": self._list_commands,
+        }
 
     def definitions(self) -> list[mcp_types.Tool]:
         return [spec.definition() for spec in TOOLS]
@@ -184,9 +254,9 @@ class ToolBox:
         try:
             arguments = validate_arguments(spec, arguments)
             if not spec.relayed:
-                text = json.dumps({"machines": self.relay.status()}, indent=2)
-                audit.finish(status="ok", is_error=False, output_bytes=len(text))
-                return _text_result(text)
+                text, is_error = self._local[name](arguments)
+                audit.finish(status="ok", is_error=is_error, output_bytes=len(text), message=text if is_error else "")
+                return _text_result(text, is_error=is_error)
             machine = self._pick_machine(arguments.get("machine"))
             return self._relay(spec, machine, arguments, context, audit)
         except errors.ToolError as error:
@@ -197,13 +267,29 @@ class ToolBox:
             audit.finish(status="error", is_error=True, message="internal error", machine=machine, error_code="internal_error")
             raise
 
+    def cancel_request(self, session_id: str, request_id: Any, reason: str = "") -> None:
+        """The client sent `notifications/cancelled` for a tools/call: cancel its command, if any."""
+        with self._inflight_lock:
+            command_id = self._inflight.get((session_id, request_id))
+        if command_id is not None:
+            log.info("client cancelled the call waiting on command %s", command_id[:8])
+            self.relay.cancel(command_id, actor="client", reason=reason or "notifications/cancelled")
+
     def _relay(self, spec: ToolSpec, machine: str, arguments: dict, context: CallContext, audit: AuditEntry) -> mcp_types.CallToolResult:
         payload = {k: v for k, v in arguments.items() if k != "machine"}
         timeout = float(payload.pop("timeout", self.config.default_command_timeout_seconds))
         command = self.relay.submit(machine, spec.name, payload, timeout_seconds=timeout, session_id=context.session_id)
-        command = self.relay.wait(command.id, timeout + self.config.result_grace_seconds)
-        text, is_error = format_outcome(command)
-        output_bytes = len(text.encode("utf-8", "surrogatepass"))
+        key = (context.session_id, context.request_id)
+        if context.request_id is not None:
+            with self._inflight_lock:
+                self._inflight[key] = command.id
+        waited = min(timeout + self.config.result_grace_seconds, self.config.tool_wait_seconds)
+        try:
+            command = self.relay.wait(command.id, waited, on_change=self._reporter(context))
+        finally:
+            with self._inflight_lock:
+                self._inflight.pop(key, None)
+        text, is_error = outcome.describe(self.relay, command, waited=waited)
         audit.finish(
             status=command.state,
             is_error=is_error,
@@ -211,10 +297,68 @@ class ToolBox:
             message=text if is_error else "",
             error_code=command.error_code,
             exit_code=command.exit_code,
-            output_bytes=output_bytes,
+            output_bytes=len(text.encode("utf-8", "surrogatepass")),
             command_id=command.id,
         )
         return _text_result(text, is_error=is_error)
+
+    def _reporter(self, context: CallContext):
+        """An on_change callback sending the new output as progress notifications, or None."""
+        if context.progress is None:
+            return None
+        sent = {"stdout": 0, "stderr": 0}
+
+        def report(command) -> None:
+            message = outcome.new_output(self.relay, command, sent)
+            if message:
+                total = sum(sent.values())
+                try:
+                    context.progress(float(total), None, message)
+                except Exception:  # a dead stream must not break the call
+                    log.info("could not send progress for command %s", command.id[:8])
+
+        return report
+
+    # --- tools answered by the server itself ----------------------------------------------------
+
+    def _check_agent_status(self, arguments: dict) -> tuple[str, bool]:
+        return json.dumps({"machines": self.relay.status()}, indent=2), False
+
+    def _command(self, command_id: str):
+        command = self.relay.find(command_id)
+        if command is None:
+            raise errors.ToolError(f"no command {command_id!r}; list_commands shows the recent ones", code="unknown_command")
+        return command
+
+    def _get_command_output(self, arguments: dict) -> tuple[str, bool]:
+        self.relay.sweep_soon()
+        command = self._command(arguments["command_id"])
+        return outcome.page_text(
+            self.relay, command, arguments.get("stream", "stdout"), arguments.get("offset", 0), self.config.tool_output_budget_bytes
+        ), False
+
+    def _cancel_command(self, arguments: dict) -> tuple[str, bool]:
+        command = self._command(arguments["command_id"])
+        if command.state in TERMINAL_STATES:
+            return f"command {command.id} already ended {command.state}; nothing to cancel", False
+        command = self.relay.cancel(command.id, actor="client", reason="cancel_command")
+        if command.state in TERMINAL_STATES:
+            return f"command {command.id} was cancelled before it started; it never ran", False
+        command = self.relay.wait(command.id, min(self.config.tool_wait_seconds, 10.0))
+        if command.state in TERMINAL_STATES:
+            return f"command {command.id} ended {command.state}", False
+        return (
+            f"cancellation of command {command.id} was sent to machine {command.machine!r}; it is still "
+            f"{command.state}: check with get_command_output(command_id='{command.id}')",
+            False,
+        )
+
+    def _list_commands(self, arguments: dict) -> tuple[str, bool]:
+        state = arguments.get("state")
+        commands = self.relay.commands(machine=arguments.get("machine"), states=[state] if state else None, limit=50)
+        if not commands:
+            return "no commands match", False
+        return "\n".join(outcome.summary_line(c) for c in commands), False
 
     def _pick_machine(self, requested: str | None) -> str:
         machines = self.relay.machines()
@@ -249,57 +393,6 @@ class ToolBox:
         if not machines:
             return "none"
         return ", ".join(f"{m.name} ({'online' if self.relay.is_online(m) else 'offline'})" for m in machines)
-
-
-def format_outcome(command: Command) -> tuple[str, bool]:
-    """The text the model reads for a finished (or abandoned) command, and whether it is an error."""
-    result = command.result or {}
-    if command.state == SUCCEEDED:
-        return _format_success(command.tool, result), False
-    if command.state == TIMED_OUT:
-        text = _format_success(command.tool, result) if result else ""
-        return (f"command timed out after {command.timeout_seconds:g} s and was killed with its process group\n" + text).rstrip(), True
-    if command.state == EXPIRED:
-        return (
-            f"machine {command.machine!r} did not pick up the command in time; it was not run "
-            "(is the agent stuck or its network down?)",
-            True,
-        )
-    if command.state == RUNNING:
-        return (
-            f"no result from machine {command.machine!r} yet: command {command.id} is still running "
-            "or its agent lost contact; its outcome is unknown",
-            True,
-        )
-    message = command.error_message or f"command ended {command.state}"
-    return message, True
-
-
-def _format_success(tool: str, result: dict[str, Any]) -> str:
-    if tool == "run_shell_command":
-        parts = []
-        if result.get("stdout"):
-            parts.append(result["stdout"].rstrip("\n"))
-        if result.get("stderr"):
-            parts.append("[stderr]\n" + result["stderr"].rstrip("\n"))
-        parts.append(f"[exit code {result.get('exit_code')}]")
-        return "\n".join(parts)
-    if tool == "read_file":
-        return result.get("content", "")
-    if tool == "write_file":
-        return f"wrote {result.get('bytes_written')} bytes to {result.get('path')}"
-    if tool == "list_directory":
-        lines = [f"{result.get('path')}:"]
-        for entry in result.get("entries", []):
-            size = f"  {entry['size']} bytes" if entry.get("type") == "file" else ""
-            suffix = "/" if entry.get("type") == "directory" else ""
-            lines.append(f"{entry['name']}{suffix}  [{entry.get('type')}]{size}")
-        if result.get("truncated"):
-            lines.append(f"[… {result['truncated']} more entries not shown]")
-        if len(lines) == 1:
-            lines.append("(empty)")
-        return "\n".join(lines)
-    return json.dumps(result)
 
 
 def _text_result(text: str, *, is_error: bool = False) -> mcp_types.CallToolResult:

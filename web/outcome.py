@@ -1,0 +1,153 @@
+"""What the model reads about a command: its outcome, or its state and output so far.
+
+A command the call stopped waiting for is not an error: the text gives its id and state and says how
+to follow it, so the model neither mistakes it for a success nor runs it again. A `lost` command says
+its outcome is unknown.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+from typing import Any
+
+from web import output
+from web.models import CANCELLED, EXPIRED, LEASED, LOST, QUEUED, RUNNING, SUCCEEDED, TIMED_OUT, Command
+
+MAX_PROGRESS_CHARS = 4000
+
+
+def describe(relay, command: Command, *, waited: float) -> tuple[str, bool]:
+    """The text for a tool call's answer, and whether it is an error result."""
+    if command.state in (QUEUED, LEASED, RUNNING):
+        return _pending(relay, command, waited), False
+    result = command.result or {}
+    if command.state == SUCCEEDED:
+        return _format_success(relay, command, result), False
+    if command.state == TIMED_OUT:
+        text = _format_success(relay, command, result)
+        return f"command timed out after {command.timeout_seconds:g} s and was killed with its process group\n{text}".rstrip(), True
+    if command.state == CANCELLED:
+        text = _shell_text(relay, command, result) if command.tool == "run_shell_command" else ""
+        return (f"command {command.id} was cancelled: " + (command.error_message or "its process group was ended") + "\n" + text).rstrip(), True
+    if command.state == EXPIRED:
+        return (
+            f"machine {command.machine!r} did not pick up the command in time; it was not run "
+            "(is the agent stuck or its network down?)",
+            True,
+        )
+    if command.state == LOST:
+        text = command.error_message or "outcome unknown"
+        return f"command {command.id} on {command.machine!r} is lost: {text}", True
+    return command.error_message or f"command ended {command.state}", True
+
+
+def _pending(relay, command: Command, waited: float) -> str:
+    follow = (
+        f"Follow it with get_command_output(command_id='{command.id}'); stop it with "
+        f"cancel_command(command_id='{command.id}'). Do not run it again."
+    )
+    if command.state == RUNNING:
+        head = (
+            f"[command {command.id} is still running on {command.machine!r} after {waited:g} s: its outcome is "
+            f"unknown so far, and it may still be running. {follow}]"
+        )
+        so_far = output.render(relay.output, command, relay.config.tool_output_budget_bytes)
+        return head + ("\n[output so far]\n" + so_far if so_far else "\n[no output so far]")
+    return (
+        f"[command {command.id} is {command.state} on {command.machine!r}: the agent has not started it "
+        f"after {waited:g} s. It will run once the agent picks it up, or end 'expired' if not started in time. {follow}]"
+    )
+
+
+def _shell_text(relay, command: Command, result: dict[str, Any]) -> str:
+    if "stdout" in result or "stderr" in result:  # an agent that does not stream sends output inline
+        text = "\n".join(
+            p for p in ((result.get("stdout") or "").rstrip("\n"), ("[stderr]\n" + result["stderr"].rstrip("\n")) if result.get("stderr") else "") if p
+        )
+    else:
+        text = output.render(relay.output, command, relay.config.tool_output_budget_bytes)
+    for stream in output.STREAMS:
+        dropped = result.get(f"{stream}_dropped")
+        if dropped:
+            text += f"\n[… {dropped} more bytes of {stream} were dropped on the machine: over the agent's output cap …]"
+    return text.lstrip("\n")
+
+
+def _format_success(relay, command: Command, result: dict[str, Any]) -> str:
+    tool = command.tool
+    if tool == "run_shell_command":
+        text = _shell_text(relay, command, result)
+        return (text + "\n" if text else "") + f"[exit code {result.get('exit_code')}]"
+    if tool == "read_file":
+        text = result.get("content", "")
+        if result.get("next_offset"):
+            text += (
+                f"\n[… stopped at line {result['next_offset'] - 1}"
+                + (f" of {result['total_lines']}" if result.get("total_lines") else "")
+                + f" ({result.get('stopped', 'limit reached')}); read on with read_file(path='{result.get('path')}', "
+                f"offset={result['next_offset']}) …]"
+            )
+        return text
+    if tool == "write_file":
+        return f"wrote {result.get('bytes_written')} bytes to {result.get('path')}"
+    if tool == "list_directory":
+        lines = [f"{result.get('path')}:"]
+        for entry in result.get("entries", []):
+            size = f"  {entry['size']} bytes" if entry.get("type") == "file" else ""
+            suffix = "/" if entry.get("type") == "directory" else ""
+            lines.append(f"{entry['name']}{suffix}  [{entry.get('type')}]{size}")
+        if result.get("truncated"):
+            lines.append(f"[… {result['truncated']} more entries not shown]")
+        if len(lines) == 1:
+            lines.append("(empty)")
+        return "\n".join(lines)
+    return json.dumps(result)
+
+
+def new_output(relay, command: Command, sent: dict[str, int]) -> str:
+    """Output that arrived since `sent` (bytes already reported per stream, updated in place)."""
+    parts = []
+    for stream in output.STREAMS:
+        have = output.stored(command, stream)
+        if have > sent[stream]:
+            text, _ = output.page(relay.output, command, stream, sent[stream], MAX_PROGRESS_CHARS)
+            sent[stream] = have
+            parts.append(text if stream == "stdout" else "[stderr] " + text)
+    return "".join(parts)
+
+
+def page_text(relay, command: Command, stream: str, offset: int, budget: int) -> str:
+    """get_command_output's answer: the state, and one page of a stream from `offset`."""
+    size, received = output.stored(command, stream), output.received(command, stream)
+    lines = [f"command {command.id} on {command.machine!r}: {command.state}"]
+    if command.exit_code is not None:
+        lines[0] += f", exit code {command.exit_code}"
+    if command.state == LOST or command.error_message:
+        lines.append(command.error_message or "")
+    if command.tool != "run_shell_command":
+        text, _ = describe(relay, command, waited=0)
+        return "\n".join(lines + [text])
+    text, next_offset = output.page(relay.output, command, stream, offset, budget)
+    lines.append(f"[{stream} bytes {offset}-{next_offset} of {size}{'' if command.state in (QUEUED, LEASED, RUNNING) else ' (final)'}]")
+    lines.append(text.rstrip("\n"))
+    if next_offset < size:
+        lines.append(f"[… more: get_command_output(command_id='{command.id}', stream='{stream}', offset={next_offset}) …]")
+    elif command.state in (QUEUED, LEASED, RUNNING):
+        lines.append(f"[end of the output so far; the command is still {command.state}]")
+    else:
+        lines.append(f"[end of {stream}]")
+    if received > size:
+        lines.append(f"[{received - size} more bytes of {stream} were not kept: over the server's output cap]")
+    other = "stderr" if stream == "stdout" else "stdout"
+    if output.stored(command, other):
+        lines.append(f"[{other} has {output.stored(command, other)} bytes: pass stream='{other}']")
+    return "\n".join(line for line in lines if line is not None)
+
+
+def summary_line(command: Command) -> str:
+    when = datetime.datetime.fromtimestamp(command.created_at, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+    what = (command.arguments or {}).get("command") or (command.arguments or {}).get("path") or ""
+    if len(what) > 80:
+        what = what[:77] + "..."
+    return f"{command.id}  {command.machine}  {command.tool}  {command.state}  {when}  {what}"
