@@ -82,11 +82,15 @@ class RelayClient:
             self.register()
             return self._request(method, path, token=self.access_token, read_timeout=read_timeout, **kwargs)
 
-    def poll(self, hold_seconds: float | None = None) -> list[dict[str, Any]]:
-        """Wait for commands (the server's hold, or `hold_seconds`); an empty list when none came."""
+    def poll(self, hold_seconds: float | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+        """Wait for commands (the server's hold, or `hold_seconds`); an empty list when none came.
+        `limit` caps how many are leased at once (the agent's free slots)."""
         hold = self.poll_timeout_seconds if hold_seconds is None else hold_seconds
+        params = {"wait": f"{hold:g}"}
+        if limit is not None:
+            params["limit"] = str(limit)
         response = self._agent_call(
-            "GET", "/api/agent/poll", params={"wait": f"{hold:g}"}, read_timeout=hold + self.config.poll_slack_seconds
+            "GET", "/api/agent/poll", params=params, read_timeout=hold + self.config.poll_slack_seconds
         )
         if response.status_code == 204:
             return []
@@ -99,6 +103,15 @@ class RelayClient:
     def post_result(self, command_id: str, body: dict[str, Any]) -> dict[str, Any]:
         """Post a result; safe to repeat with the same body (the server applies it once)."""
         return self._agent_call("POST", f"/api/agent/commands/{command_id}/result", read_timeout=30, json=body).json()
+
+    def post_output(self, command_id: str, chunks: list[dict[str, Any]]) -> dict[str, Any]:
+        """Send output chunks (or none, as a heartbeat); safe to repeat. Returns how far the server
+        has each stream and whether the command was cancelled."""
+        return self._agent_call("POST", f"/api/agent/commands/{command_id}/output", read_timeout=30, json={"chunks": chunks}).json()
+
+    def reconcile(self, keep: list[str]) -> list[str]:
+        """After a restart: name the commands still held; the server marks the machine's others lost."""
+        return self._agent_call("POST", "/api/agent/reconcile", read_timeout=30, json={"keep": keep}).json()["lost"]
 
 
 def _error(response: requests.Response) -> RelayError:

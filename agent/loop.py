@@ -1,4 +1,11 @@
-"""The agent's main loop: register, long-poll, run commands concurrently, post results.
+"""The agent's main loop: recover, register, long-poll, run commands concurrently, deliver results.
+
+On start the agent ends the process groups a previous run left behind (agent/reaper.py), delivers the
+results in its outbox, and tells the server which commands it still holds (`reconcile`), so the
+server marks the others lost rather than waiting on them. It then polls for as many commands as it has
+free slots, confirms each with `start` before running it (a command id it has already run is never run
+again), streams its output, and keeps its result in the outbox until the server acknowledges it
+(agent/delivery.py).
 
 Network trouble is retried with exponential backoff and full jitter, capped; an outage is logged once
 when it starts and once when it ends. The first SIGTERM/SIGINT stops polling and lets running commands
@@ -17,15 +24,16 @@ from typing import Any
 
 import requests
 
-from agent import VERSION, operations
+from agent import VERSION, operations, reaper
 from agent.client import RelayClient, RelayError, classify
 from agent.config import AgentConfig
+from agent.delivery import Delivery, OutputStreamer
 from agent.files import PathPolicy
+from agent.outbox import StateDir
 from agent.policy import deny_paths
 
 log = logging.getLogger("agent")
 SHUTDOWN_GRACE_SECONDS = 10.0
-RESULT_RETRY_SECONDS = 600.0
 # A poll cut after being held this long was a working connection dropped by a middlebox, not an outage.
 DROPPED_POLL_MIN_SECONDS = 1.0
 
@@ -61,6 +69,9 @@ class Agent:
         self._seen: dict[str, float] = {}
         self._seen_lock = threading.Lock()
         self._outage_since: float | None = None
+        self.state = StateDir(config.state_dir)
+        self.delivery = Delivery(self.client, self.state, config.output_chunk_bytes)
+        self._outbox_waiting = threading.Event()
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -81,8 +92,13 @@ class Agent:
             "agent %s for machine %r -> %s (roots: %s)",
             VERSION, self.config.machine_name, self.config.relay_url, ", ".join(self.policy.roots),
         )
+        reaped = reaper.reap(self.state, self.config.kill_grace_seconds)
+        if reaped:
+            log.warning("ended %d command(s) a previous run left running; the server will report them lost", len(reaped))
+        self.state.drop_orphan_spools()
         poller = threading.Thread(target=self._poll_forever, name="poller", daemon=True)
         poller.start()
+        threading.Thread(target=self._deliver_forever, name="outbox", daemon=True).start()
         while not self.stopping.wait(0.5):
             if not poller.is_alive():
                 break
@@ -91,12 +107,31 @@ class Agent:
             time.sleep(0.05)
         log.info("agent stopped (%d commands still running)", self._running)
 
+    def _recover(self) -> None:
+        """Deliver what the outbox holds, then tell the server which commands this agent still has."""
+        self.delivery.flush()
+        lost = self.client.reconcile([entry["id"] for entry in self.state.pending()])
+        if lost:
+            log.warning("the server marked %d command(s) of a previous run lost: outcome unknown", len(lost))
+
+    def _free_slots(self) -> int:
+        with self._running_lock:
+            return self.config.max_concurrent_commands - self._running
+
     def _poll_forever(self) -> None:
         backoff = Backoff(self.config.backoff_max_seconds)
+        recovered = False
         while not self.stopping.is_set():
             polled_at = time.monotonic()
+            free = self._free_slots()
+            if free <= 0:
+                self.stopping.wait(0.1)  # lease only what can start now; the rest stays queued
+                continue
             try:
-                commands = self.client.poll()
+                if not recovered:
+                    self._recover()
+                    recovered = True
+                commands = self.client.poll(limit=free)
             except (requests.RequestException, RelayError) as error:
                 if isinstance(error, RelayError) and not error.retryable and not error.needs_register:
                     log.error("server refused the agent: %s", error)
@@ -155,6 +190,9 @@ class Agent:
 
     def _execute_one(self, command: dict[str, Any]) -> None:
         command_id, tool = command["id"], command["tool"]
+        if self.state.holds(command_id):
+            log.warning("command %s was already run by this agent; not running it again", command_id[:8])
+            return
         try:
             self.client.start(command)
         except RelayError as error:
@@ -165,29 +203,42 @@ class Agent:
             log.warning("could not confirm command %s: %s", command_id, _describe(error))
             return
         started = time.monotonic()
-        body = operations.outcome(tool, command.get("arguments") or {}, float(command.get("timeout_seconds", 30)), self.config, self.policy)
+        options: dict[str, Any] = {}
+        streamer = None
+        self.state.record_running(command_id, 0, None)  # the on-disk dedupe, before anything runs
+        if tool == "run_shell_command":
+            cancel = threading.Event()
+            options = {
+                "spool": self.state.spool(command_id),
+                "cancel": cancel,
+                "on_start": lambda pgid: self.state.record_running(command_id, pgid, reaper.start_ticks(pgid)),
+            }
+            streamer = OutputStreamer(self.delivery, command_id, cancel, self.config.progress_seconds)
+            streamer.start()
+        try:
+            body = operations.outcome(tool, command.get("arguments") or {}, float(command.get("timeout_seconds", 30)), self.config, self.policy, **options)
+        finally:
+            if streamer is not None:
+                streamer.stop()
+        self.state.put(command_id, body, spooled=streamer is not None)
+        self.state.finished_running(command_id)
         log.info("command %s (%s) %s in %.0f ms", command_id, tool, body["status"], (time.monotonic() - started) * 1000)
-        self._deliver(command_id, body)
+        if not self.delivery.deliver({"id": command_id, "body": body, "spooled": streamer is not None}):
+            self._outbox_waiting.set()
 
-    def _deliver(self, command_id: str, body: dict[str, Any]) -> None:
-        """Post the result until the server acknowledges it; repeats are safe (idempotent by id)."""
+    def _deliver_forever(self) -> None:
+        """Retry undelivered results, with backoff, until the outbox is empty; repeats are safe."""
         backoff = Backoff(self.config.backoff_max_seconds, base=0.2)
-        deadline = time.monotonic() + RESULT_RETRY_SECONDS
-        while True:
-            try:
-                self.client.post_result(command_id, body)
+        while not self.stopping.is_set():
+            self._outbox_waiting.wait(5.0)
+            if self.stopping.is_set():
                 return
-            except RelayError as error:
-                if not error.retryable:
-                    log.error("result for %s refused: %s", command_id, error)
-                    return
-                failure: Exception = error
-            except requests.RequestException as error:
-                failure = error
-            if time.monotonic() > deadline:
-                log.error("gave up delivering the result of %s: %s", command_id, _describe(failure))
-                return
-            time.sleep(backoff.next_delay())
+            self._outbox_waiting.clear()
+            if self.delivery.flush():
+                self._outbox_waiting.set()
+                self.stopping.wait(backoff.next_delay())
+            else:
+                backoff.reset()
 
 
 def _describe(error: Exception) -> str:

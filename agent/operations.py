@@ -13,7 +13,7 @@ from agent.errors import OperationError
 MAX_WRITE_BYTES = 10 * 1024 * 1024
 
 
-def perform(tool: str, arguments: dict[str, Any], timeout_seconds: float, config: AgentConfig, policy: files.PathPolicy) -> dict[str, Any]:
+def perform(tool: str, arguments: dict[str, Any], timeout_seconds: float, config: AgentConfig, policy: files.PathPolicy, **shell_options: Any) -> dict[str, Any]:
     owner_policy.check_call(
         tool,
         arguments,
@@ -31,9 +31,12 @@ def perform(tool: str, arguments: dict[str, Any], timeout_seconds: float, config
             timeout_seconds=timeout_seconds,
             max_output_bytes=config.max_output_bytes,
             kill_grace_seconds=config.kill_grace_seconds,
+            **shell_options,
         )
     if tool == "read_file":
-        return files.read_file(policy, arguments["path"], max_bytes=config.max_read_bytes)
+        return files.read_file(
+            policy, arguments["path"], max_bytes=config.max_read_bytes, offset=arguments.get("offset"), limit=arguments.get("limit")
+        )
     if tool == "write_file":
         return files.write_file(policy, arguments["path"], arguments["content"], max_bytes=MAX_WRITE_BYTES)
     if tool == "list_directory":
@@ -41,14 +44,17 @@ def perform(tool: str, arguments: dict[str, Any], timeout_seconds: float, config
     raise OperationError("unknown_tool", f"this agent does not know the tool {tool!r}; upgrade it")
 
 
-def outcome(tool: str, arguments: dict[str, Any], timeout_seconds: float, config: AgentConfig, policy: files.PathPolicy) -> dict[str, Any]:
-    """The body to post as the command's result."""
+def outcome(tool: str, arguments: dict[str, Any], timeout_seconds: float, config: AgentConfig, policy: files.PathPolicy, **shell_options: Any) -> dict[str, Any]:
+    """The body to post as the command's result. `shell_options` go to shell.run (spool, cancel, on_start)."""
     try:
-        result = perform(tool, arguments, timeout_seconds, config, policy)
+        result = perform(tool, arguments, timeout_seconds, config, policy, **shell_options)
     except OperationError as error:
         return {"status": "failed", "error": {"code": error.code, "message": error.message}}
     except (KeyError, TypeError) as error:
         return {"status": "failed", "error": {"code": "invalid_arguments", "message": f"bad arguments: {error}"}}
+    if result.get("cancelled"):
+        return {"status": "cancelled", "result": result, "exit_code": result.get("exit_code"),
+                "error": {"code": "cancelled", "message": "cancelled: its process group was ended"}}
     if result.get("timed_out"):
         return {"status": "timed_out", "result": result, "exit_code": result.get("exit_code")}
     return {"status": "succeeded", "result": result, "exit_code": result.get("exit_code")}

@@ -2,9 +2,12 @@
 
 The command runs in the user's shell with stdin closed, in a process group of its own, so that at the
 timeout the whole group (the shell and everything it started) is killed: SIGTERM, then SIGKILL after a
-grace period. Output is read from both pipes without threads; past the cap it is counted and dropped,
-and the result says how much was dropped. A child that outlives the shell while holding the pipes
-open (a daemon) does not hold the result back for more than a moment.
+grace period; a `cancel` event ends the group the same way. Output is read from both pipes without
+threads; past the cap it is counted and dropped, and the result says how much was dropped. With a
+`spool`, each stream is appended to a file as it arrives (for the agent to stream to the server) and
+the result carries byte counts instead of text. A child that outlives the shell while holding the
+pipes open (a daemon) does not hold the result back for more than a moment. Deadlines use the
+monotonic clock, so a change of the wall clock cannot fire them early or late.
 """
 
 from __future__ import annotations
@@ -13,7 +16,9 @@ import os
 import selectors
 import signal
 import subprocess
+import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from agent.errors import OperationError
@@ -46,6 +51,22 @@ class _Capture:
         return text
 
 
+class _Spool:
+    """A capture that appends what it keeps to a file, flushed at once so a reader sees it."""
+
+    def __init__(self, limit: int, path: str) -> None:
+        self.limit, self.size, self.dropped = limit, 0, 0
+        self.file = open(path, "wb")
+
+    def add(self, data: bytes) -> None:
+        keep = data[: max(self.limit - self.size, 0)]
+        if keep:
+            self.file.write(keep)
+            self.file.flush()
+            self.size += len(keep)
+        self.dropped += len(data) - len(keep)
+
+
 def _kill_group(pgid: int, sig: int) -> None:
     try:
         os.killpg(pgid, sig)
@@ -53,8 +74,22 @@ def _kill_group(pgid: int, sig: int) -> None:
         pass
 
 
-def run(command: str, *, shell: str, cwd: str, timeout_seconds: float, max_output_bytes: int, kill_grace_seconds: float = 2.0) -> dict[str, Any]:
-    """Run `command`; return stdout, stderr, exit code, whether it timed out and how long it took."""
+def run(
+    command: str,
+    *,
+    shell: str,
+    cwd: str,
+    timeout_seconds: float,
+    max_output_bytes: int,
+    kill_grace_seconds: float = 2.0,
+    spool: dict[str, str] | None = None,
+    cancel: threading.Event | None = None,
+    on_start: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    """Run `command`; return stdout, stderr, exit code, whether it timed out and how long it took.
+
+    `spool` ({"stdout": path, "stderr": path}) sends output to files instead of the result;
+    `cancel` ends the process group when set; `on_start(pgid)` is called once it exists."""
     if not os.path.isdir(cwd):
         raise OperationError("working_dir_not_found", f"working directory does not exist: {cwd}")
     started = time.monotonic()
@@ -70,14 +105,19 @@ def run(command: str, *, shell: str, cwd: str, timeout_seconds: float, max_outpu
     except OSError as error:
         raise OperationError("spawn_failed", f"could not start {shell}: {error.strerror}") from None
     pgid = proc.pid  # start_new_session makes the shell the leader of a new group
-    captures = {proc.stdout.fileno(): _Capture(max_output_bytes), proc.stderr.fileno(): _Capture(max_output_bytes)}
+    if on_start is not None:
+        on_start(pgid)
+    if spool is None:
+        captures = {proc.stdout.fileno(): _Capture(max_output_bytes), proc.stderr.fileno(): _Capture(max_output_bytes)}
+    else:
+        captures = {proc.stdout.fileno(): _Spool(max_output_bytes, spool["stdout"]), proc.stderr.fileno(): _Spool(max_output_bytes, spool["stderr"])}
     out_fd, err_fd = proc.stdout.fileno(), proc.stderr.fileno()
     selector = selectors.DefaultSelector()
     for fd in captures:
         os.set_blocking(fd, False)
         selector.register(fd, selectors.EVENT_READ)
     deadline = started + timeout_seconds
-    timed_out = False
+    timed_out = cancelled = False
     term_sent_at: float | None = None
     exited_at: float | None = None
     try:
@@ -93,9 +133,13 @@ def run(command: str, *, shell: str, cwd: str, timeout_seconds: float, max_outpu
                 timed_out = True
                 term_sent_at = t
                 _kill_group(pgid, signal.SIGTERM)
+            if exited_at is None and cancel is not None and cancel.is_set() and term_sent_at is None:
+                cancelled = True
+                term_sent_at = t
+                _kill_group(pgid, signal.SIGTERM)
             if term_sent_at is not None and t - term_sent_at >= kill_grace_seconds:
                 _kill_group(pgid, signal.SIGKILL)
-            wait = 0.1 if (exited_at or term_sent_at) else max(0.0, min(deadline - t, 1.0))
+            wait = 0.1 if (exited_at or term_sent_at) else max(0.0, min(deadline - t, 1.0 if cancel is None else 0.2))
             for key, _ in selector.select(timeout=wait):
                 try:
                     data = os.read(key.fd, READ_CHUNK)
@@ -106,7 +150,7 @@ def run(command: str, *, shell: str, cwd: str, timeout_seconds: float, max_outpu
                 else:
                     selector.unregister(key.fd)
         try:
-            returncode = proc.wait(timeout=max(0.0, deadline - time.monotonic()) if not timed_out else kill_grace_seconds)
+            returncode = proc.wait(timeout=max(0.0, deadline - time.monotonic()) if not term_sent_at else kill_grace_seconds)
         except subprocess.TimeoutExpired:
             timed_out = True
             _kill_group(pgid, signal.SIGTERM)
@@ -115,24 +159,34 @@ def run(command: str, *, shell: str, cwd: str, timeout_seconds: float, max_outpu
             except subprocess.TimeoutExpired:
                 _kill_group(pgid, signal.SIGKILL)
                 returncode = proc.wait()
-        if timed_out:
+        if timed_out or cancelled:
             _kill_group(pgid, signal.SIGKILL)  # anything the group left behind
     finally:
         selector.close()
         proc.stdout.close()
         proc.stderr.close()
+        for capture in captures.values():
+            if isinstance(capture, _Spool):
+                capture.file.close()
         if proc.poll() is None:
             _kill_group(pgid, signal.SIGKILL)
             proc.wait()
     result: dict[str, Any] = {
-        "stdout": captures[out_fd].text(),
-        "stderr": captures[err_fd].text(),
         "exit_code": returncode if returncode >= 0 else 128 - returncode,
         "timed_out": timed_out,
         "duration_ms": round((time.monotonic() - started) * 1000, 1),
-        "stdout_bytes": len(captures[out_fd].kept) + captures[out_fd].dropped,
-        "stderr_bytes": len(captures[err_fd].kept) + captures[err_fd].dropped,
     }
+    if cancelled:
+        result["cancelled"] = True
+    for name, fd in (("stdout", out_fd), ("stderr", err_fd)):
+        capture = captures[fd]
+        if isinstance(capture, _Spool):
+            result[f"{name}_bytes"] = capture.size + capture.dropped
+            if capture.dropped:
+                result[f"{name}_dropped"] = capture.dropped
+        else:
+            result[name] = capture.text()
+            result[f"{name}_bytes"] = len(capture.kept) + capture.dropped
     if returncode < 0:
         result["signal"] = signal.Signals(-returncode).name
     return result

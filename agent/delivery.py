@@ -1,0 +1,122 @@
+"""Getting a command's output and result to the server, whatever the network does.
+
+While a shell command runs, an `OutputStreamer` sends what its spool files gained since the last
+send, in chunks of bounded size with their byte offsets, at least every `progress_seconds` (with no
+new output, the empty send is the command's heartbeat). The server answers how far it has each stream
+and whether the command was cancelled; the streamer trusts that answer, so a lost reply only means the
+same bytes are sent again, and stored once.
+
+When the command ends, its result goes to the on-disk outbox first; `Delivery.deliver` then sends any
+output the server lacks and posts the result, and only the server's acknowledgement removes it. What
+cannot be delivered now is retried later, after a restart too, with the same body.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import threading
+from typing import Any
+
+import requests
+
+from agent.client import RelayClient, RelayError
+from agent.outbox import STREAMS, StateDir
+
+log = logging.getLogger(__name__)
+
+
+class Delivery:
+    def __init__(self, client: RelayClient, state: StateDir, chunk_bytes: int) -> None:
+        self.client, self.state, self.chunk_bytes = client, state, chunk_bytes
+        self._lock = threading.Lock()  # one flush at a time
+
+    def send_once(self, command_id: str, acked: dict[str, int]) -> tuple[dict[str, Any], bool]:
+        """Send at most one chunk per stream (none: a heartbeat). Updates `acked` from the server's
+        answer; returns the answer and whether spooled output remains unsent."""
+        paths = self.state.spool_paths(command_id)
+        chunks = []
+        for stream in STREAMS:
+            try:
+                size = os.path.getsize(paths[stream])
+            except FileNotFoundError:
+                continue
+            if size > acked[stream]:
+                with open(paths[stream], "rb") as handle:
+                    handle.seek(acked[stream])
+                    data = handle.read(self.chunk_bytes)
+                chunks.append({"stream": stream, "offset": acked[stream], "data": base64.b64encode(data).decode("ascii")})
+        reply = self.client.post_output(command_id, chunks)
+        for stream in STREAMS:
+            acked[stream] = int(reply.get("received", {}).get(stream, acked[stream]))
+        remaining = False
+        for stream in STREAMS:
+            try:
+                remaining = remaining or os.path.getsize(paths[stream]) > acked[stream]
+            except FileNotFoundError:
+                pass
+        return reply, remaining
+
+    def sync(self, command_id: str) -> None:
+        """Send all spooled output the server lacks; raises on network trouble."""
+        # An empty send first learns how far the server already has each stream.
+        reply = self.client.post_output(command_id, [])
+        acked = {stream: int(reply.get("received", {}).get(stream, 0)) for stream in STREAMS}
+        remaining = True
+        while remaining:
+            _, remaining = self.send_once(command_id, acked)
+
+    def deliver(self, entry: dict[str, Any]) -> bool:
+        """Send an outbox entry's output and result. True when the server has it (or refused it for
+        good); False when it must be tried again later."""
+        command_id = entry["id"]
+        try:
+            if entry.get("spooled"):
+                self.sync(command_id)
+            reply = self.client.post_result(command_id, entry["body"])
+        except RelayError as error:
+            if error.retryable or error.needs_register:
+                log.info("result of %s not delivered yet: %s", command_id[:8], error)
+                return False
+            log.error("result of %s refused for good, dropped: %s", command_id[:8], error)
+            self.state.done(command_id)
+            return True
+        except requests.RequestException as error:
+            log.info("result of %s not delivered yet: %s", command_id[:8], type(error).__name__)
+            return False
+        log.info("result of %s delivered (%s%s)", command_id[:8], reply.get("state"), ", a repeat" if reply.get("duplicate") else "")
+        self.state.done(command_id)
+        return True
+
+    def flush(self) -> int:
+        """Try every undelivered result; return how many remain."""
+        with self._lock:
+            return sum(1 for entry in self.state.pending() if not self.deliver(entry))
+
+
+class OutputStreamer(threading.Thread):
+    """Streams one running command's output and heartbeat; sets `cancel` when the server says so."""
+
+    def __init__(self, delivery: Delivery, command_id: str, cancel: threading.Event, interval: float) -> None:
+        super().__init__(name=f"output-{command_id[:8]}", daemon=True)
+        self.delivery, self.command_id, self.cancel, self.interval = delivery, command_id, cancel, interval
+        self.finished = threading.Event()
+
+    def run(self) -> None:
+        acked = {stream: 0 for stream in STREAMS}
+        remaining = False
+        while not self.finished.wait(0 if remaining else self.interval):
+            try:
+                reply, remaining = self.delivery.send_once(self.command_id, acked)
+            except (requests.RequestException, RelayError) as error:
+                log.debug("output of %s not sent: %s", self.command_id[:8], error)
+                remaining = False
+                continue
+            if reply.get("cancel") and not self.cancel.is_set():
+                log.info("command %s was cancelled: ending its process group", self.command_id[:8])
+                self.cancel.set()
+
+    def stop(self) -> None:
+        self.finished.set()
+        self.join(timeout=35)

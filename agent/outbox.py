@@ -1,0 +1,121 @@
+"""The agent's on-disk state: results not yet delivered, output spools and running process groups.
+
+Everything lives under the state folder (`~/.local/state/code-remote` unless configured):
+
+    outbox/<id>.json     a finished command's result body, until the server acknowledges it
+    spool/<id>/stdout    a command's output as it was produced (streamed to the server from here)
+    running/<id>.json    the process group of a command being run, for the reaper
+
+A result is written to the outbox (atomically: temporary file, fsync, rename) before the first attempt
+to post it, and removed only once the server acknowledged it, so neither a network outage nor an agent
+restart loses it. It is resent with the same body; the server applies a result once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from typing import Any
+
+log = logging.getLogger(__name__)
+STREAMS = ("stdout", "stderr")
+
+
+def _write_atomic(path: str, data: dict[str, Any]) -> None:
+    temporary = f"{path}.tmp"
+    with open(temporary, "w", encoding="utf-8") as handle:
+        json.dump(data, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+
+
+class StateDir:
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self.outbox_dir = os.path.join(root, "outbox")
+        self.spool_dir = os.path.join(root, "spool")
+        self.running_dir = os.path.join(root, "running")
+        for folder in (self.outbox_dir, self.spool_dir, self.running_dir):
+            os.makedirs(folder, mode=0o700, exist_ok=True)
+
+    # --- outbox -------------------------------------------------------------------------------
+
+    def put(self, command_id: str, body: dict[str, Any], *, spooled: bool) -> None:
+        """Keep a result until it is acknowledged."""
+        _write_atomic(os.path.join(self.outbox_dir, f"{command_id}.json"), {"id": command_id, "body": body, "spooled": spooled})
+
+    def pending(self) -> list[dict[str, Any]]:
+        """Every undelivered result, oldest first."""
+        entries = []
+        for name in sorted(os.listdir(self.outbox_dir), key=lambda n: os.path.getmtime(os.path.join(self.outbox_dir, n))):
+            if not name.endswith(".json"):
+                continue
+            try:
+                with open(os.path.join(self.outbox_dir, name), encoding="utf-8") as handle:
+                    entries.append(json.load(handle))
+            except (OSError, ValueError) as error:
+                log.error("unreadable outbox entry %s (%s); moved aside", name, error)
+                os.replace(os.path.join(self.outbox_dir, name), os.path.join(self.outbox_dir, name + ".bad"))
+        return entries
+
+    def holds(self, command_id: str) -> bool:
+        """Whether this agent already ran (or is running) the command: the on-disk dedupe."""
+        return any(
+            os.path.exists(p)
+            for p in (
+                os.path.join(self.outbox_dir, f"{command_id}.json"),
+                os.path.join(self.running_dir, f"{command_id}.json"),
+            )
+        )
+
+    def done(self, command_id: str) -> None:
+        """The server has the result: forget the command entirely."""
+        for path in (os.path.join(self.outbox_dir, f"{command_id}.json"), os.path.join(self.running_dir, f"{command_id}.json")):
+            try:
+                os.remove(path)
+            except FileNotFoundError:
+                pass
+        shutil.rmtree(os.path.join(self.spool_dir, command_id), ignore_errors=True)
+
+    # --- spools -------------------------------------------------------------------------------
+
+    def spool(self, command_id: str) -> dict[str, str]:
+        folder = os.path.join(self.spool_dir, command_id)
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+        return {stream: os.path.join(folder, stream) for stream in STREAMS}
+
+    def spool_paths(self, command_id: str) -> dict[str, str]:
+        folder = os.path.join(self.spool_dir, command_id)
+        return {stream: os.path.join(folder, stream) for stream in STREAMS}
+
+    def drop_orphan_spools(self) -> None:
+        """Spools of commands with no result to deliver (they were reaped) are not needed."""
+        kept = {entry["id"] for entry in self.pending()}
+        for name in os.listdir(self.spool_dir):
+            if name not in kept:
+                shutil.rmtree(os.path.join(self.spool_dir, name), ignore_errors=True)
+
+    # --- running process groups ---------------------------------------------------------------
+
+    def record_running(self, command_id: str, pgid: int, start_ticks: int | None) -> None:
+        _write_atomic(os.path.join(self.running_dir, f"{command_id}.json"), {"id": command_id, "pgid": pgid, "start_ticks": start_ticks})
+
+    def finished_running(self, command_id: str) -> None:
+        try:
+            os.remove(os.path.join(self.running_dir, f"{command_id}.json"))
+        except FileNotFoundError:
+            pass
+
+    def running(self) -> list[dict[str, Any]]:
+        records = []
+        for name in os.listdir(self.running_dir):
+            if name.endswith(".json"):
+                try:
+                    with open(os.path.join(self.running_dir, name), encoding="utf-8") as handle:
+                        records.append(json.load(handle))
+                except (OSError, ValueError):
+                    os.remove(os.path.join(self.running_dir, name))
+        return records
