@@ -8,10 +8,32 @@ SHA-256, never whole; long strings are cut to a bounded size with the cut said o
 from __future__ import annotations
 
 import hashlib
+import logging
+import re
 import time
 from typing import Any
 
+from peewee import PeeweeException
+
+from web import errors
 from web.models import ToolCall, db, now
+
+log = logging.getLogger(__name__)
+# Control characters other than newline and tab (ANSI escapes, NUL, bidi overrides) are stored as
+# visible escapes, so reading the audit trail in a terminal cannot be hijacked by what was recorded.
+CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def clean(text: str) -> str:
+    """`text` with control characters escaped as \\xNN or \\uNNNN."""
+    return CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 256 else f"\\u{ord(m.group()):04x}", text)
+
+
+class AuditUnavailable(errors.CodeRemoteError):
+    """The audit row could not be written: the call is refused rather than run unrecorded."""
+
+    code = "audit_unavailable"
+    http_status = 503
 
 MAX_STRING_CHARS = 2048
 SECRET_ARGUMENTS = frozenset({"content"})
@@ -23,13 +45,15 @@ def summarize_arguments(arguments: Any) -> Any:
         return {"_invalid": f"arguments of type {type(arguments).__name__}"}
     summary: dict[str, Any] = {}
     for key, value in list(arguments.items())[:32]:
-        key = str(key)[:64]
+        key = clean(str(key)[:64])
         if key in SECRET_ARGUMENTS and isinstance(value, str):
             data = value.encode("utf-8", "surrogatepass")
             summary[key] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
         elif isinstance(value, str) and len(value) > MAX_STRING_CHARS:
-            summary[key] = value[:MAX_STRING_CHARS] + f"…[{len(value) - MAX_STRING_CHARS} more characters]"
-        elif isinstance(value, (str, int, float, bool)) or value is None:
+            summary[key] = clean(value[:MAX_STRING_CHARS]) + f"…[{len(value) - MAX_STRING_CHARS} more characters]"
+        elif isinstance(value, str):
+            summary[key] = clean(value)
+        elif isinstance(value, (int, float, bool)) or value is None:
             summary[key] = value
         else:
             summary[key] = f"<{type(value).__name__}>"
@@ -41,20 +65,24 @@ class AuditEntry:
 
     def __init__(self, *, session_id: str, transport: str, tool: str, arguments: Any) -> None:
         self._started = time.monotonic()
-        with db.connection_context():
-            self.row = ToolCall.create(
-                session_id=session_id,
-                transport=transport,
-                tool=str(tool)[:64],
-                arguments=summarize_arguments(arguments),
-            )
+        try:
+            with db.connection_context():
+                self.row = ToolCall.create(
+                    session_id=session_id,
+                    transport=transport,
+                    tool=clean(str(tool)[:64]),
+                    arguments=summarize_arguments(arguments),
+                )
+        except PeeweeException as error:
+            log.error("audit write failed (%s): refusing the %s call", type(error).__name__, clean(str(tool)[:64]))
+            raise AuditUnavailable("the audit trail cannot be written right now, so the call was refused; try again later") from None
 
     def finish(self, *, status: str, is_error: bool, message: str = "", machine: str = "", error_code: str | None = None, exit_code: int | None = None, output_bytes: int | None = None, command_id: str | None = None) -> None:
         fields = {
             ToolCall.finished_at: now(),
             ToolCall.status: status,
             ToolCall.is_error: is_error,
-            ToolCall.message: message[:MAX_STRING_CHARS],
+            ToolCall.message: clean(message[:MAX_STRING_CHARS]),
             ToolCall.error_code: error_code,
             ToolCall.exit_code: exit_code,
             ToolCall.output_bytes: output_bytes,
