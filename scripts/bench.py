@@ -1,0 +1,383 @@
+"""Relay benchmark: `run_shell_command "echo hi"` through the whole stack, client -> server -> agent -> client.
+
+Starts the real stack on 127.0.0.1 (gunicorn + gevent server on a throwaway SQLite database, one real
+agent with a throwaway HOME), then for each transport (`/sse`, and Streamable HTTP `/mcp` when the server
+has it), each client and each concurrency runs a fixed number of calls, with a time cap per row. A row at
+concurrency C opens C sessions, each keeping one call in flight.
+
+Two clients, so that the server's figures are not hidden by the client's own cost:
+  official  the `mcp` Python SDK client, as in the end-to-end tests (tests/mcp_client.py)
+  raw       a bare JSON-RPC client on httpx2: one POST per call, answers read off the stream
+
+Per row it prints p50/p95/p99 latency, calls/s, and the CPU each process spent per call (server worker,
+agent including the shells it ran, this client process), and the server worker's RSS before and after.
+The machine may be shared: every row is run `--repeat` times, interleaved, and the median is printed
+with the spread of calls/s across repeats.
+
+    .venv/bin/python scripts/bench.py                     # every transport the server has, both clients
+    .venv/bin/python scripts/bench.py --calls 1000 --transport sse --client raw --repeat 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import itertools
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+import anyio
+import httpx2
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.harness import Agent, Server  # noqa: E402
+from tests.mcp_client import open_session  # noqa: E402
+
+TOOL, ARGUMENTS = "run_shell_command", {"command": "echo hi"}
+RAW_PROTOCOL_VERSION = "2025-11-25"
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+@dataclasses.dataclass
+class BenchSession:
+    """One open MCP session: `call()` makes one tool call; `protocol` is the revision it speaks."""
+
+    call: Callable[[], Awaitable[str]]
+    protocol: str
+
+
+# --- processes ---------------------------------------------------------------------------------
+
+
+def proc_field(pid: int, name: str) -> int:
+    """A `kB` figure such as VmRSS or VmHWM from /proc/<pid>/status, in kB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(name + ":"):
+            return int(line.split()[1])
+    raise KeyError(name)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and of the children it has waited for (the agent's shells)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(f) for f in fields[11:15]) / CLOCK_TICKS
+
+
+def gunicorn_worker(master_pid: int) -> int:
+    """The pid of the single gunicorn worker (the master only supervises)."""
+    children = Path(f"/proc/{master_pid}/task/{master_pid}/children").read_text().split()
+    if len(children) != 1:
+        raise RuntimeError(f"expected one gunicorn worker, found {len(children)}: set WEB_CONCURRENCY=1")
+    return int(children[0])
+
+
+# --- clients -----------------------------------------------------------------------------------
+
+
+def check_text(text: str) -> str:
+    if not text.startswith("hi"):
+        raise RuntimeError(f"unexpected tool result: {text[:200]!r}")
+    return text
+
+
+@asynccontextmanager
+async def official_session(transport: str, url: str, token: str) -> AsyncIterator[BenchSession]:
+    async with open_session(transport, url, token) as session:
+
+        async def call() -> str:
+            result = await session.call_tool(TOOL, ARGUMENTS)
+            if result["is_error"]:
+                raise RuntimeError(f"tool error: {result['text'][:200]}")
+            return check_text(result["text"])
+
+        yield BenchSession(call, session.protocol_version)
+
+
+def tool_text(message: dict[str, Any]) -> str:
+    if "error" in message:
+        raise RuntimeError(f"JSON-RPC error: {message['error']}")
+    result = message["result"]
+    if result.get("isError"):
+        raise RuntimeError(f"tool error: {result['content']}")
+    return check_text(result["content"][0]["text"])
+
+
+def request(request_id: int, method: str, params: dict[str, Any]) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}
+
+
+INITIALIZE_PARAMS = {
+    "protocolVersion": RAW_PROTOCOL_VERSION,
+    "capabilities": {},
+    "clientInfo": {"name": "code-remote-bench", "version": "0"},
+}
+INITIALIZED = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+
+
+async def sse_events(response: httpx2.Response) -> AsyncIterator[tuple[str, str]]:
+    event, data = "message", []
+    async for line in response.aiter_lines():
+        if line == "":
+            if data:
+                yield event, "\n".join(data)
+            event, data = "message", []
+        elif line.startswith("event:"):
+            event = line[6:].strip()
+        elif line.startswith("data:"):
+            data.append(line[5:].lstrip())
+
+
+@asynccontextmanager
+async def raw_sse_session(url: str, token: str) -> AsyncIterator[BenchSession]:
+    """GET /sse, then POST each request to the announced endpoint and await its answer on the stream."""
+    headers = {"Authorization": f"Bearer {token}"}
+    waiting: dict[int, Any] = {}
+    ids = itertools.count(1)
+    async with AsyncExitStack() as stack:
+        http = await stack.enter_async_context(httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30, read=120)))
+        stream = await stack.enter_async_context(http.stream("GET", url))
+        stream.raise_for_status()
+        events = sse_events(stream)
+        kind, endpoint = await anext(events)
+        assert kind == "endpoint", kind
+        post_url = str(httpx2.URL(url).join(endpoint))
+
+        async def read_answers() -> None:
+            async for kind, data in events:
+                if kind == "message":
+                    message = json.loads(data)
+                    slot = waiting.pop(message.get("id"), None)
+                    if slot is not None:
+                        slot[1] = message
+                        slot[0].set()
+
+        async def ask(method: str, params: dict[str, Any]) -> dict[str, Any]:
+            request_id = next(ids)
+            slot = waiting[request_id] = [anyio.Event(), None]
+            (await http.post(post_url, json=request(request_id, method, params))).raise_for_status()
+            await slot[0].wait()
+            return slot[1]
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(read_answers)
+            await ask("initialize", INITIALIZE_PARAMS)
+            (await http.post(post_url, json=INITIALIZED)).raise_for_status()
+
+            async def call() -> str:
+                return tool_text(await ask("tools/call", {"name": TOOL, "arguments": ARGUMENTS}))
+
+            yield BenchSession(call, RAW_PROTOCOL_VERSION)
+            tasks.cancel_scope.cancel()
+
+
+def http_answer(response: httpx2.Response) -> dict[str, Any]:
+    """The JSON-RPC answer of a Streamable HTTP POST, sent as JSON or as an SSE stream."""
+    response.raise_for_status()
+    if response.headers.get("content-type", "").startswith("text/event-stream"):
+        for block in response.text.split("\n\n"):
+            data = "\n".join(line[5:].lstrip() for line in block.splitlines() if line.startswith("data:"))
+            if data:
+                message = json.loads(data)
+                if "id" in message:
+                    return message
+        raise RuntimeError("no JSON-RPC answer in the event stream")
+    return response.json()
+
+
+@asynccontextmanager
+async def raw_http_session(url: str, token: str) -> AsyncIterator[BenchSession]:
+    """initialize (handshake revision), then one POST /mcp per call carrying the session id."""
+    headers = {
+        "Authorization": f"Bearer {token}",
+        "Accept": "application/json, text/event-stream",
+        "MCP-Protocol-Version": RAW_PROTOCOL_VERSION,
+    }
+    ids = itertools.count(1)
+    async with httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30, read=120)) as http:
+        response = await http.post(url, json=request(next(ids), "initialize", INITIALIZE_PARAMS))
+        http_answer(response)
+        http.headers["Mcp-Session-Id"] = response.headers["mcp-session-id"]
+        (await http.post(url, json=INITIALIZED)).raise_for_status()
+
+        async def call() -> str:
+            params = {"name": TOOL, "arguments": ARGUMENTS}
+            return tool_text(http_answer(await http.post(url, json=request(next(ids), "tools/call", params))))
+
+        yield BenchSession(call, RAW_PROTOCOL_VERSION)
+        await http.delete(url)
+
+
+def session_factory(client: str, transport: str, base_url: str, token: str):
+    url = base_url + ("/sse" if transport == "sse" else "/mcp")
+    mcp_transport = "sse" if transport == "sse" else "http"
+    if client == "official":
+        return lambda: official_session(mcp_transport, url, token)
+    return lambda: (raw_sse_session if transport == "sse" else raw_http_session)(url, token)
+
+
+def has_streamable_http(server: Server) -> bool:
+    """Whether this server answers `initialize` on POST /mcp (the session it opens is ended at once)."""
+    headers = {**server.headers(), "Accept": "application/json, text/event-stream"}
+    response = requests.post(server.url + "/mcp", json=request(1, "initialize", INITIALIZE_PARAMS), headers=headers, timeout=10)
+    session_id = response.headers.get("mcp-session-id")
+    if response.status_code != 200 or not session_id:
+        return False
+    requests.delete(server.url + "/mcp", headers={**headers, "Mcp-Session-Id": session_id}, timeout=10)
+    return True
+
+
+# --- one row -----------------------------------------------------------------------------------
+
+
+async def run_row(open_one, concurrency: int, calls: int, time_cap: float, cpu: Callable[[], list[float]]) -> dict[str, Any]:
+    """`calls` calls over `concurrency` sessions with one call in flight each; latencies in ms.
+
+    `cpu()` reads the CPU seconds of each process, before and after the timed calls only (opening
+    sessions and warming them up are left out)."""
+    latencies: list[float] = []
+    errors: list[str] = []
+    remaining = [calls]
+    async with AsyncExitStack() as stack:
+        sessions = [await stack.enter_async_context(open_one()) for _ in range(concurrency)]
+        for session in sessions:  # warm each session up, untimed
+            await session.call()
+
+        async def worker(call: Callable[[], Awaitable[str]]) -> None:
+            while remaining[0] > 0:
+                remaining[0] -= 1
+                started = time.perf_counter()
+                try:
+                    await call()
+                except Exception as error:  # counted and shown; the row goes on
+                    errors.append(f"{type(error).__name__}: {error}")
+                    continue
+                latencies.append((time.perf_counter() - started) * 1000)
+
+        cpu_before, started = cpu(), time.perf_counter()
+        with anyio.move_on_after(time_cap) as cap:
+            async with anyio.create_task_group() as tasks:
+                for session in sessions:
+                    tasks.start_soon(worker, session.call)
+        elapsed, cpu_after = time.perf_counter() - started, cpu()
+    done = max(1, len(latencies))
+    return {
+        "latencies": latencies,
+        "errors": errors,
+        "protocol": sessions[0].protocol,
+        "elapsed": elapsed,
+        "capped": cap.cancelled_caught,
+        "cpu_ms": [(after - before) * 1000 / done for before, after in zip(cpu_before, cpu_after)],
+    }
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] if ordered else float("nan")
+
+
+# --- the whole run -----------------------------------------------------------------------------
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--calls", type=int, default=300, help="calls per row (default 300)")
+    parser.add_argument("--transport", choices=["auto", "sse", "http"], default="auto",
+                        help="auto: /sse, and /mcp when the server has it (default)")
+    parser.add_argument("--client", choices=["both", "official", "raw"], default="both")
+    parser.add_argument("--concurrency", default="1,8,32", help="comma-separated (default 1,8,32)")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of every row; medians are printed (default 3)")
+    parser.add_argument("--time-cap", type=float, default=60.0, help="seconds per row before it is cut short")
+    parser.add_argument("--access-log", choices=["on", "off"], default="on", help="gunicorn's access log (on, as deployed)")
+    parser.add_argument("--keep", action="store_true", help="keep the temp folder with the server and agent logs")
+    args = parser.parse_args()
+    levels = [int(c) for c in args.concurrency.split(",")]
+    clients = ["official", "raw"] if args.client == "both" else [args.client]
+
+    workdir = Path(tempfile.mkdtemp(prefix="code-remote-bench-"))
+    server = Server(workdir / "server")
+    server.env["ACCESS_LOG"] = "1" if args.access_log == "on" else "0"
+    server.start()
+    agent = None
+    try:
+        agent = Agent(server, workdir / "agent", "bench").start()
+        worker = gunicorn_worker(server.process.proc.pid)
+        agent_pid = agent.process.proc.pid
+
+        def cpu() -> list[float]:
+            return [cpu_seconds(worker), cpu_seconds(agent_pid), time.process_time()]
+
+        transports = ["sse", "http"] if args.transport == "auto" else [args.transport]
+        if args.transport == "auto" and not has_streamable_http(server):
+            print("Streamable HTTP /mcp: not served by this server; SSE only")
+            transports = ["sse"]
+        rows = [(t, c, n) for t in transports for c in clients for n in levels]
+        rss_before = proc_field(worker, "VmRSS")
+        load_before = os.getloadavg()
+        print(f"{os.cpu_count()} CPUs, load {load_before[0]:.2f}; {args.calls} calls per row, "
+              f"{args.repeat} repeats, access log {args.access_log}; server worker pid {worker}, "
+              f"RSS {rss_before / 1024:.1f} MB")
+        results: dict[tuple, list[dict[str, Any]]] = {row: [] for row in rows}
+        for repeat in range(args.repeat):
+            for row in rows:
+                transport, client, concurrency = row
+                outcome = anyio.run(run_row, session_factory(client, transport, server.url, server.token),
+                                    concurrency, args.calls, args.time_cap, cpu)
+                results[row].append(outcome)
+                print(f"  run {repeat + 1} {transport:4} {client:8} c={concurrency:<3} "
+                      f"p50 {percentile(outcome['latencies'], 0.5):6.1f} ms  "
+                      f"{len(outcome['latencies']) / outcome['elapsed']:6.0f} calls/s"
+                      + (f"  {len(outcome['errors'])} errors" if outcome["errors"] else "")
+                      + ("  (time cap hit)" if outcome["capped"] else ""), flush=True)
+        print_table(results)
+        rss_after = proc_field(worker, "VmRSS")
+        print(f"\nserver worker RSS: {rss_before / 1024:.1f} MB before, {rss_after / 1024:.1f} MB after "
+              f"(peak {proc_field(worker, 'VmHWM') / 1024:.1f} MB); load average {load_before[0]:.2f} -> "
+              f"{os.getloadavg()[0]:.2f}")
+        errors = [e for runs in results.values() for run in runs for e in run["errors"]]
+        if errors:
+            print(f"{len(errors)} calls failed; first: {errors[0]}")
+        return 1 if errors else 0
+    finally:
+        if agent:
+            agent.stop()
+        server.stop()
+        if args.keep:
+            print(f"logs kept in {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def print_table(results: dict[tuple, list[dict[str, Any]]]) -> None:
+    """Medians over the repeats; calls/s also with its min-max, the measure of how noisy the run was."""
+    print(f"\n{'':42}{'latency ms':^20}  {'calls/s':^19}  {'CPU ms per call':^22}")
+    print(f"{'transport':9} {'client':8} {'revision':10} {'conc':>4} {'calls':>5}  {'p50':>6} {'p95':>6} {'p99':>6}  "
+          f"{'median':>7} {'min-max':>11}  {'server':>7} {'agent':>6} {'client':>7}  errors")
+    for (transport, client, concurrency), runs in results.items():
+        def median(figure: Callable[[dict[str, Any]], float]) -> float:
+            return statistics.median(figure(run) for run in runs)
+
+        rates = [len(run["latencies"]) / run["elapsed"] for run in runs]
+        cpu = [median(lambda run, i=i: run["cpu_ms"][i]) for i in range(3)]
+        latency = [median(lambda run, f=f: percentile(run["latencies"], f)) for f in (0.50, 0.95, 0.99)]
+        print(
+            f"{transport:9} {client:8} {runs[0]['protocol']:10} {concurrency:4} "
+            f"{int(median(lambda run: len(run['latencies']))):5}  "
+            f"{latency[0]:6.1f} {latency[1]:6.1f} {latency[2]:6.1f}  "
+            f"{statistics.median(rates):7.0f} {f'{min(rates):.0f}-{max(rates):.0f}':>11}  "
+            f"{cpu[0]:7.2f} {cpu[1]:6.2f} {cpu[2]:7.2f}  {sum(len(run['errors']) for run in runs):6}"
+        )
+
+if __name__ == "__main__":
+    sys.exit(main())
