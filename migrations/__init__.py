@@ -52,15 +52,15 @@ def applied(database) -> set[int]:
     return {row.version for row in history.select(history.version)}
 
 
-def upgrade(database) -> list[str]:
-    """Apply every pending migration, each in its own transaction; return the names applied."""
+def upgrade(database, *, to: int | None = None) -> list[str]:
+    """Apply every pending migration (up to number `to`), each in its own transaction; return the names applied."""
     history = _history_model(database)
     database.create_tables([history], safe=True)
     done = applied(database)
     migrator = SchemaMigrator.from_database(database)
     names = []
     for number, name in available():
-        if number in done:
+        if number in done or (to is not None and number > to):
             continue
         module = importlib.import_module(f"{__name__}.{name}")
         with database.atomic():
