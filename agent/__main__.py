@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import logging.handlers
 import sys
 
 from agent import VERSION
@@ -18,12 +19,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m agent", description=__doc__)
     parser.add_argument("--version", action="version", version=f"code-remote-agent {VERSION}")
     parser.add_argument("command", nargs="?", choices=["run", "doctor"], default="run", help="run (default) or doctor")
+    parser.add_argument("--log-file", help="write the log here, rotated, instead of to stderr (agent/run.sh sets it)")
+    parser.add_argument("--log-max-bytes", type=int, default=10 * 1024 * 1024, help="rotate the log file past this size")
+    parser.add_argument("--log-backups", type=int, default=5, help="rotated log files to keep")
     args = parser.parse_args(argv)
     if args.command == "doctor":
         from agent import doctor
 
         return doctor.main()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handlers: list[logging.Handler] | None = None
+    if args.log_file:
+        handlers = [logging.handlers.RotatingFileHandler(args.log_file, maxBytes=args.log_max_bytes, backupCount=args.log_backups)]
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", handlers=handlers)
     try:
         config = AgentConfig.from_env()
     except ConfigError as error:
