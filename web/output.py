@@ -11,7 +11,7 @@ for what was left out and how to page to it with `get_command_output`; nothing i
 
 from __future__ import annotations
 
-from web.models import Command, CommandOutput
+from web.models import Command, CommandOutput, db
 
 STREAMS = ("stdout", "stderr")
 
@@ -59,6 +59,12 @@ class OutputStore:
 
     def read(self, command: Command, stream: str, start: int, end: int) -> bytes:
         """Stored bytes [start, end) of one stream."""
+        if db.is_closed():
+            with db.connection_context():
+                return self._read(command, stream, start, end)
+        return self._read(command, stream, start, end)
+
+    def _read(self, command: Command, stream: str, start: int, end: int) -> bytes:
         end = min(end, stored(command, stream))
         if start >= end:
             return b""

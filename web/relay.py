@@ -299,15 +299,20 @@ class Relay:
         Returns {"received": {stream: next offset expected}, "cancel": bool, "state": state}.
         """
         t = now()
-        with db.connection_context(), atomic_write():
+        every = min(HEARTBEAT_WRITE_SECONDS, self.config.lost_after_seconds / 4)
+        stored = False
+        with db.connection_context():
             command = self._owned(machine, command_id)
-            stored = self.output.append(command, chunks) if chunks else False
-            every = min(HEARTBEAT_WRITE_SECONDS, self.config.lost_after_seconds / 4)
-            beat = command.state == RUNNING and t - (command.heartbeat_at or 0.0) >= every
-            if beat:
-                command.heartbeat_at = t
-            if stored or beat:
-                command.save()
+            due = command.state == RUNNING and t - (command.heartbeat_at or 0.0) >= every
+            if chunks or due:  # a heartbeat alone writes only every few seconds
+                with atomic_write():
+                    command = self._owned(machine, command_id)
+                    stored = self.output.append(command, chunks) if chunks else False
+                    if command.state == RUNNING and t - (command.heartbeat_at or 0.0) >= every:
+                        command.heartbeat_at = t
+                        due = True
+                    if stored or due:
+                        command.save()
         if stored:
             self._signal(command_id)
         received = {s: (command.output or {}).get(s, {}).get("received", 0) for s in STREAMS}
