@@ -52,6 +52,10 @@ def outcome(tool: str, arguments: dict[str, Any], timeout_seconds: float, config
         return {"status": "failed", "error": {"code": error.code, "message": error.message}}
     except (KeyError, TypeError) as error:
         return {"status": "failed", "error": {"code": "invalid_arguments", "message": f"bad arguments: {error}"}}
+    except (OSError, ValueError) as error:
+        # A symlink loop, an embedded NUL, a vanished file: report it rather than lose the command.
+        message = f"{error.strerror}: {error.filename}" if isinstance(error, OSError) and error.strerror else str(error)
+        return {"status": "failed", "error": {"code": "io_error", "message": message}}
     if result.get("cancelled"):
         return {"status": "cancelled", "result": result, "exit_code": result.get("exit_code"),
                 "error": {"code": "cancelled", "message": "cancelled: its process group was ended"}}

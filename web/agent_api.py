@@ -97,6 +97,8 @@ def poll():
     raw = request.args.get("wait", str(limit))
     try:
         wait = min(max(float(raw), 0.0), limit)
+        if wait != wait:  # NaN would hold the poll forever
+            raise ValueError(raw)
     except ValueError:
         raise errors.BadRequest(f"wait must be a number of seconds, got {raw!r}", code="invalid_wait") from None
     raw_limit = request.args.get("limit", str(MAX_POLL_BATCH))

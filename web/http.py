@@ -59,10 +59,38 @@ def read_json(max_bytes: int) -> Any:
     data = request.get_data(cache=False)
     if len(data) > max_bytes:
         raise errors.PayloadTooLarge(f"request body is over the {max_bytes}-byte limit")
+    if length is not None and len(data) < length:
+        # The client went away mid-upload: never act on the part that arrived.
+        raise errors.BadRequest(f"request body ended after {len(data)} of {length} bytes", code="incomplete_body")
     try:
-        return json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        value = json.loads(data.decode("utf-8"), parse_constant=_no_constant)
+    except (UnicodeDecodeError, json.JSONDecodeError, ValueError) as error:
         raise errors.ParseError(f"body is not valid JSON: {error}") from None
+    except RecursionError:
+        raise errors.ParseError("body is not valid JSON: nested too deeply") from None
+    _refuse_lone_surrogates(value)
+    return value
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _refuse_lone_surrogates(value: Any) -> None:
+    """JSON may escape a lone UTF-16 surrogate (\\udcff); no text store can keep one, so refuse it here."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                raise errors.ParseError("body is not valid JSON text: it contains a lone UTF-16 surrogate escape") from None
 
 
 def install_error_handlers(app: Flask) -> None:
