@@ -56,7 +56,10 @@ def read_json(max_bytes: int) -> Any:
     length = request.content_length
     if length is not None and length > max_bytes:
         raise errors.PayloadTooLarge(f"request body of {length} bytes is over the {max_bytes}-byte limit")
-    data = request.get_data(cache=False)
+    try:
+        data = request.get_data(cache=False)
+    except OSError as error:  # a broken chunked encoding, a connection dropped mid-body
+        raise errors.BadRequest(f"request body could not be read: {error or type(error).__name__}", code="unreadable_body") from None
     if len(data) > max_bytes:
         raise errors.PayloadTooLarge(f"request body is over the {max_bytes}-byte limit")
     if length is not None and len(data) < length:
