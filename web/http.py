@@ -58,8 +58,8 @@ def read_json(max_bytes: int) -> Any:
         raise errors.PayloadTooLarge(f"request body of {length} bytes is over the {max_bytes}-byte limit")
     try:
         data = request.get_data(cache=False)
-    except OSError as error:  # a broken chunked encoding, a connection dropped mid-body
-        raise errors.BadRequest(f"request body could not be read: {error or type(error).__name__}", code="unreadable_body") from None
+    except Exception as error:  # the WSGI server's own errors: a broken chunked encoding, a dropped connection
+        raise errors.BadRequest(f"request body could not be read: {type(error).__name__}", code="unreadable_body") from None
     if len(data) > max_bytes:
         raise errors.PayloadTooLarge(f"request body is over the {max_bytes}-byte limit")
     if length is not None and len(data) < length:
