@@ -518,6 +518,8 @@ def test_afterwards_the_server_serves_and_nothing_was_lost(server, mcp_session, 
     assert all(r["status"] != "pending" for r in audit), [r for r in audit if r["status"] == "pending"][:3]
     assert server.token not in json.dumps(audit)
     assert server.process.alive()
+    # The token was sent in headers hundreds of times, and in a URL on purpose: no log line has it.
+    assert server.token not in server.process.log() and server.token not in agent.process.log()
 
 
 def test_a_call_that_cannot_be_audited_is_refused_and_not_run(server, mcp_session, agent):
