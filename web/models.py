@@ -66,7 +66,9 @@ def open_database(url: str):
             # closing the last one checkpoints and deletes the WAL; per unit of work that cost more
             # server CPU than the rest of a relayed call (scripts/bench.py).
             url = "sqlite+pool:///" + url[len("sqlite:///") :]
-            pool = {"max_connections": SQLITE_POOL_CONNECTIONS, "timeout": SQLITE_POOL_WAIT_SECONDS}
+            # A pooled connection may be handed to another thread than the one that opened it (the
+            # pool lends it to one unit of work at a time), so sqlite3's same-thread check must go.
+            pool = {"max_connections": SQLITE_POOL_CONNECTIONS, "timeout": SQLITE_POOL_WAIT_SECONDS, "check_same_thread": False}
         else:
             pool = {}  # every connection to :memory: is a database of its own
         database = connect(url, pragmas=SQLITE_PRAGMAS, autoconnect=True, **pool)
