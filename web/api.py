@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+
 from flask import Blueprint, request
+from peewee import PeeweeException
 
 from web import audit, errors
 from web.http import json_response, require_owner, services
 from web.mcp_protocol import SERVER_VERSION
 
+log = logging.getLogger(__name__)
 bp = Blueprint("api", __name__)
 
 
@@ -24,6 +28,31 @@ def get_health():
             "sessions": len(svc.sessions),
         }
     )
+
+
+def _transport(path: str) -> str:
+    if path in ("/sse", "/messages"):
+        return "sse"
+    if path.startswith("/mcp"):
+        return "http"
+    return "agent" if path.startswith("/api/agent/") else "rest"
+
+
+@bp.after_app_request
+def audit_refused_credentials(response):
+    """Every request refused for its credentials leaves an audit row (never the credential itself)."""
+    if response.status_code == 401:
+        error = (response.get_json(silent=True) or {}).get("error") or {}
+        try:
+            audit.record_refusal(
+                transport=_transport(request.path),
+                error_code=str(error.get("code", "unauthorized")),
+                # The path without its query string: a token wrongly put in the URL stays out of the row.
+                message=f"{request.method} {request.path[:200]}: {error.get('message', 'unauthorized')}",
+            )
+        except PeeweeException as failure:
+            log.error("could not audit a refused request (%s)", type(failure).__name__)
+    return response
 
 
 @bp.get("/api/commands")

@@ -95,6 +95,23 @@ class AuditEntry:
             ToolCall.update(fields).where(ToolCall.id == self.row.id).execute()
 
 
+def record_refusal(*, transport: str, error_code: str, message: str, tool: str = "", session_id: str = "", arguments: Any = None) -> None:
+    """A finished row for a call refused before it could start (bad credentials, unknown tool)."""
+    with db.connection_context():
+        ToolCall.create(
+            session_id=session_id,
+            transport=transport,
+            tool=clean(str(tool)[:64]),
+            arguments=summarize_arguments(arguments if arguments is not None else {}),
+            status="refused",
+            is_error=True,
+            error_code=error_code[:64],
+            message=clean(message[:MAX_STRING_CHARS]),
+            finished_at=now(),
+            duration_ms=0.0,
+        )
+
+
 def recent(*, limit: int = 50, machine: str | None = None) -> list[dict[str, Any]]:
     """The newest audit rows as JSON-ready dicts."""
     with db.connection_context():

@@ -18,7 +18,7 @@ from typing import Any
 import mcp_types
 
 from web import errors
-from web.audit import AuditEntry
+from web.audit import AuditEntry, record_refusal
 from web import outcome
 from web.models import STATES, TERMINAL_STATES
 from web.relay import Relay
@@ -248,7 +248,12 @@ class ToolBox:
     def call(self, name: str, arguments: Any, context: CallContext) -> mcp_types.CallToolResult:
         spec = TOOLS_BY_NAME.get(name)
         if spec is None:
-            raise errors.InvalidParams(f"Unknown tool: {name!r}. Available: {', '.join(TOOLS_BY_NAME)}")
+            error = errors.InvalidParams(f"Unknown tool: {name!r}. Available: {', '.join(TOOLS_BY_NAME)}")
+            record_refusal(
+                transport=context.transport, tool=name, error_code="unknown_tool", message=error.message,
+                session_id=context.session_id, arguments=arguments,
+            )
+            raise error
         audit = AuditEntry(session_id=context.session_id, transport=context.transport, tool=name, arguments=arguments)
         machine = ""
         try:
