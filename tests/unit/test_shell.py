@@ -1,0 +1,88 @@
+"""The agent's shell runner with real processes: exit codes, timeouts that kill the whole process
+group, the output cap and non-UTF-8 output. Commands run only in scratch folders under tmp_path."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from agent import shell
+from agent.errors import OperationError
+from tests.harness import wait_for
+
+
+def run(command: str, cwd: Path, *, timeout: float = 10.0, max_output_bytes: int = 100_000, grace: float = 0.5) -> dict:
+    return shell.run(command, shell="/bin/sh", cwd=str(cwd), timeout_seconds=timeout, max_output_bytes=max_output_bytes, kill_grace_seconds=grace)
+
+
+def gone(pid: int) -> bool:
+    """True once `pid` no longer runs (a zombie waiting for init to reap it counts as gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def test_a_non_zero_exit_code_is_a_normal_result(tmp_path):
+    result = run("echo out; echo err >&2; exit 7", tmp_path)
+    assert result["exit_code"] == 7 and not result["timed_out"]
+    assert result["stdout"] == "out\n" and result["stderr"] == "err\n"
+
+
+def test_the_command_runs_in_the_working_dir_with_stdin_closed(tmp_path):
+    result = run("pwd; cat; echo done", tmp_path)
+    assert result["stdout"] == f"{tmp_path}\ndone\n" and result["exit_code"] == 0
+
+
+def test_a_missing_working_dir_is_a_precise_error(tmp_path):
+    with pytest.raises(OperationError) as caught:
+        run("true", tmp_path / "nope")
+    assert caught.value.code == "working_dir_not_found" and "nope" in caught.value.message
+
+
+def test_a_timeout_kills_the_whole_process_group_grandchildren_included(tmp_path):
+    pid_file = tmp_path / "grandchild.pid"
+    result = run(f"sh -c 'sleep 60 & echo $! > {pid_file}; wait' ; echo never", tmp_path, timeout=0.5)
+    assert result["timed_out"] and "never" not in result["stdout"]
+    grandchild = int(wait_for(lambda: pid_file.read_text().strip(), timeout=5, what="pid file"))
+    wait_for(lambda: gone(grandchild), timeout=5, what=f"grandchild {grandchild} to be killed")
+
+
+def test_a_grandchild_ignoring_sigterm_is_killed_after_the_grace_period(tmp_path):
+    pid_file = tmp_path / "stubborn.pid"
+    result = run(f"sh -c 'trap \"\" TERM; echo $$ > {pid_file}; while :; do sleep 0.05; done' & wait", tmp_path, timeout=0.5, grace=0.3)
+    assert result["timed_out"]
+    stubborn = int(pid_file.read_text().strip())
+    wait_for(lambda: gone(stubborn), timeout=5, what=f"stubborn process {stubborn} to be killed")
+
+
+def test_output_past_the_cap_is_dropped_with_an_explicit_marker(tmp_path):
+    result = run("head -c 5000 /dev/zero | tr '\\0' a; echo tail >&2", tmp_path, max_output_bytes=1000)
+    kept, marker = result["stdout"].split("\n", 1)
+    assert kept == "a" * 1000
+    assert "output truncated: 4000 more bytes not shown (limit 1000 bytes)" in marker
+    assert result["stdout_bytes"] == 5000
+    assert result["stderr"] == "tail\n"
+
+
+def test_non_utf8_output_survives_as_text(tmp_path):
+    result = run("printf 'caf\\351 \\377ok'", tmp_path)
+    assert result["stdout"] == "caf\\xe9 \\xffok"
+
+
+def test_a_background_process_holding_the_pipes_does_not_hold_the_result(tmp_path):
+    pid_file = tmp_path / "daemon.pid"
+    result = run(f"sleep 60 & echo $! > {pid_file}; echo started", tmp_path, timeout=30)
+    assert result["stdout"] == "started\n" and result["exit_code"] == 0 and not result["timed_out"]
+    wait_for(lambda: gone(int(pid_file.read_text())), timeout=5, what="left-behind process to be killed")
+
+
+def test_a_command_killed_by_a_signal_reports_it(tmp_path):
+    result = run("kill -KILL $$", tmp_path)
+    assert result["signal"] == "SIGKILL" and result["exit_code"] == 137
