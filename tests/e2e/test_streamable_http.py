@@ -133,6 +133,18 @@ def test_get_opens_one_session_stream_and_delete_ends_it(live_server, live_agent
         assert [line for line in lines if line.startswith("data:")] == []  # ends, with nothing of anyone else's
 
 
+def test_mcp_needs_the_bearer_token_and_caps_the_body_size(live_server, live_agent):
+    anonymous = requests.post(live_server.url + "/mcp", json=rpc("ping"), headers={"Accept": ACCEPT_BOTH}, timeout=10)
+    assert anonymous.status_code == 401 and anonymous.headers["WWW-Authenticate"].startswith("Bearer")
+    wrong = requests.post(live_server.url + "/mcp", json=rpc("ping"), headers={"Authorization": "Bearer nope", "Accept": ACCEPT_BOTH}, timeout=10)
+    assert wrong.status_code == 401
+    session = initialize(live_server)
+    huge = rpc("tools/call", {"name": "write_file", "arguments": {"path": str(live_agent.scratch / "huge.txt"), "content": "x" * (1024 * 1024 + 1)}})
+    refused = post(live_server, huge, session=session)
+    assert refused.status_code == 413 and "limit" in refused.json()["error"]["message"]
+    assert post(live_server, rpc("ping"), session=session).status_code == 200  # and the server keeps serving
+
+
 # --- versions, Accept, Origin ------------------------------------------------------------------
 
 
