@@ -16,6 +16,7 @@ import requests
 
 from tests.conftest import replace_config
 from tests.harness import TOKEN, wait_for
+from web import streamable
 
 ACCEPT_BOTH = "application/json, text/event-stream"
 META_2026 = {
@@ -290,3 +291,17 @@ def test_stateless_unknown_methods_are_refused_at_once_and_get_delete_are_405(li
     deleted = requests.delete(live_server.url + "/mcp", headers=headers, timeout=10)
     assert deleted.status_code == 405 and deleted.headers["Allow"] == "POST"
     assert post(live_server, [rpc("tools/list", {"_meta": META_2026})], version="2026-07-28").status_code == 400
+
+
+def test_notifications_emitted_before_the_answer_turn_the_response_into_an_sse_stream(app):
+    def run(emit):
+        emit({"jsonrpc": "2.0", "method": "notifications/progress", "params": {"progressToken": "t", "progress": 1}})
+        return {"jsonrpc": "2.0", "id": 1, "result": {}}
+
+    with app.test_request_context("/mcp"):
+        streamed = streamable._answer(run, json_ok=True, sse_ok=True)
+        messages = sse_messages("".join(streamed.response))
+        json_only = streamable._answer(run, json_ok=True, sse_ok=False)
+    assert streamed.mimetype == "text/event-stream"
+    assert [m.get("method") for m in messages] == ["notifications/progress", None] and messages[1]["id"] == 1
+    assert json_only.get_json() == {"jsonrpc": "2.0", "id": 1, "result": {}}  # it cannot carry notifications
