@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from flask import Blueprint, Response, request
-from mcp_types import jsonrpc
+from mcp_types import PROTOCOL_VERSION_META_KEY, jsonrpc
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, KNOWN_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSIONS
 from werkzeug.exceptions import MethodNotAllowed
 
@@ -100,7 +100,7 @@ def _stateless() -> bool:
     body = _body()
     params = body.get("params") if isinstance(body, dict) else None
     meta = params.get("_meta") if isinstance(params, dict) else None
-    return isinstance(meta, dict) and "io.modelcontextprotocol/protocolVersion" in meta
+    return isinstance(meta, dict) and PROTOCOL_VERSION_META_KEY in meta
 
 
 def _body() -> Any:
