@@ -326,8 +326,8 @@ def main() -> int:
         rss_before = proc_field(worker, "VmRSS")
         load_before = os.getloadavg()
         print(f"{os.cpu_count()} CPUs, load {load_before[0]:.2f}; {args.calls} calls per row, "
-              f"{args.repeat} repeats, access log {args.access_log}; server worker pid {worker}, "
-              f"RSS {rss_before / 1024:.1f} MB")
+              f"{args.repeat} repeats, access log {args.access_log}; server worker pid {worker} "
+              f"(RSS {rss_before / 1024:.1f} MB), agent pid {agent_pid}")
         results: dict[tuple, list[dict[str, Any]]] = {row: [] for row in rows}
         for repeat in range(args.repeat):
             for row in rows:
