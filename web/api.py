@@ -42,7 +42,10 @@ def _transport(path: str) -> str:
 def audit_refused_credentials(response):
     """Every request refused for its credentials leaves an audit row (never the credential itself)."""
     if response.status_code == 401:
-        error = (response.get_json(silent=True) or {}).get("error") or {}
+        body = response.get_json(silent=True) or {}
+        error = body.get("error") or {}
+        if not isinstance(error, dict):  # OAuth's own shape (RFC 6749): {"error": "invalid_client", ...}
+            error = {"code": error, "message": body.get("error_description", "")}
         try:
             audit.record_refusal(
                 transport=_transport(request.path),
