@@ -265,7 +265,10 @@ class ToolBox:
             machine = self._pick_machine(arguments.get("machine"))
             return self._relay(spec, machine, arguments, context, audit)
         except errors.ToolError as error:
-            audit.finish(status="refused", is_error=True, message=error.message, machine=machine, error_code=error.code)
+            # A refused machine (offline, unknown) is named in the row, as asked for.
+            requested = arguments.get("machine") if isinstance(arguments, dict) else None
+            machine = machine or (requested if isinstance(requested, str) else "")
+            audit.finish(status="refused", is_error=True, message=error.message, machine=machine[:64], error_code=error.code)
             return _text_result(error.message, is_error=True)
         except Exception:
             log.exception("tool %s failed", name)
