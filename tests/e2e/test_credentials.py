@@ -194,3 +194,24 @@ def test_failed_authentication_slows_down_but_never_locks_the_owner_out(tmp_path
         assert consent.status_code == 429
     finally:
         server.stop()
+
+
+def test_a_read_only_agent_enrolled_with_the_separate_secret_refuses_writes_and_the_shell(server, tmp_path):
+    from tests.mcp_client import call_tool
+
+    agent = Agent(server, tmp_path, "reader", env={"READ_ONLY": "1"})
+    agent.env["AUTH_TOKEN"] = ENROLMENT  # this server keeps AUTH_TOKEN for MCP clients only
+    agent.start()
+    try:
+        (agent.home / "notes.txt").write_text("readable\n")
+        url = server.url + "/sse"
+        read = call_tool("sse", url, server.token, "read_file", {"path": str(agent.home / "notes.txt"), "machine": "reader"})
+        assert read["text"] == "readable\n"
+        for tool, arguments in (("write_file", {"path": str(agent.home / "x"), "content": "x"}), ("run_shell_command", {"command": "touch x"})):
+            result = call_tool("sse", url, server.token, tool, arguments | {"machine": "reader"})
+            assert result["is_error"] and "read-only mode" in result["text"], result["text"]
+        assert not (agent.home / "x").exists()
+        secret = call_tool("sse", url, server.token, "read_file", {"path": "~/.ssh/id_rsa", "machine": "reader"})
+        assert secret["is_error"] and "deny-list" in secret["text"]
+    finally:
+        agent.stop()

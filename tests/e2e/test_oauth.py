@@ -303,3 +303,12 @@ def callback_server():
 
 def redirect_params_from_url(url: str) -> dict[str, str]:
     return {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
+
+
+def test_the_consent_page_escapes_what_the_client_registered(server):
+    registered = _register(server, client_name='<script>alert("x")</script>').json()
+    _, challenge = pkce_pair()
+    page = requests.get(_authorize_url(server, registered["client_id"], challenge), timeout=5)
+    assert page.status_code == 200 and "<script>" not in page.text and "&lt;script&gt;" in page.text
+    assert page.headers["X-Frame-Options"] == "DENY" and "frame-ancestors 'none'" in page.headers["Content-Security-Policy"]
+    assert page.headers["Cache-Control"] == "no-store"
