@@ -42,6 +42,20 @@ PAGE_HEADERS = {
 }
 
 
+# Browser-based clients (the MCP Inspector's UI) fetch metadata, register and redeem codes from a page
+# on another origin. No cookie is involved anywhere, so any origin may read these answers.
+CORS_PATHS = ("/.well-known/", "/register", "/token", "/revoke")
+
+
+@bp.after_request
+def allow_cross_origin(response: Response) -> Response:
+    if request.path.startswith(CORS_PATHS):
+        response.headers["Access-Control-Allow-Origin"] = "*"
+        response.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type, MCP-Protocol-Version"
+        response.headers["Access-Control-Max-Age"] = "600"
+    return response
+
+
 def _oauth_json(body: dict[str, Any], status: int = 200) -> Response:
     response = json_response(body, status)
     response.headers["Cache-Control"] = "no-store"

@@ -312,3 +312,12 @@ def test_the_consent_page_escapes_what_the_client_registered(server):
     assert page.status_code == 200 and "<script>" not in page.text and "&lt;script&gt;" in page.text
     assert page.headers["X-Frame-Options"] == "DENY" and "frame-ancestors 'none'" in page.headers["Content-Security-Policy"]
     assert page.headers["Cache-Control"] == "no-store"
+
+
+def test_browser_clients_may_read_the_metadata_and_token_answers_cross_origin(server):
+    origin = {"Origin": "http://localhost:6274"}
+    for path in ("/.well-known/oauth-protected-resource", "/.well-known/oauth-authorization-server"):
+        assert requests.get(server.url + path, headers=origin, timeout=5).headers["Access-Control-Allow-Origin"] == "*"
+    preflight = requests.options(server.url + "/token", headers=origin | {"Access-Control-Request-Method": "POST"}, timeout=5)
+    assert preflight.status_code == 200 and "Content-Type" in preflight.headers["Access-Control-Allow-Headers"]
+    assert "Access-Control-Allow-Origin" not in requests.get(server.url + "/authorize", headers=origin, timeout=5).headers
