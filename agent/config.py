@@ -65,9 +65,13 @@ class AgentConfig:
             raise ConfigError("RELAY_URL is not set: the server's base URL, e.g. https://code-remote.example.com")
         if not url.startswith(("http://", "https://")):
             raise ConfigError(f"RELAY_URL must start with http:// or https://, got {url!r}")
-        token = env.get("AUTH_TOKEN", "").strip()
+        # The server's AGENT_ENROLMENT_SECRET when it has one, else its AUTH_TOKEN.
+        token = (env.get("AGENT_ENROLMENT_SECRET", "") or env.get("AUTH_TOKEN", "")).strip()
         if not token:
-            raise ConfigError("AUTH_TOKEN is not set: use the token the server was started with")
+            raise ConfigError(
+                "AUTH_TOKEN is not set: use the token the server was started with "
+                "(or AGENT_ENROLMENT_SECRET, when the server has a separate one)"
+            )
         home = env.get("HOME") or str(Path.home())
         roots_raw = env.get("ALLOWED_ROOTS", "").strip()
         roots = tuple(r for r in roots_raw.split(os.pathsep) if r) if roots_raw else DEFAULT_ROOTS
