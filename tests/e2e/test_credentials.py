@@ -199,9 +199,8 @@ def test_failed_authentication_slows_down_but_never_locks_the_owner_out(tmp_path
 def test_a_read_only_agent_enrolled_with_the_separate_secret_refuses_writes_and_the_shell(server, tmp_path):
     from tests.mcp_client import call_tool
 
-    agent = Agent(server, tmp_path, "reader", env={"READ_ONLY": "1"})
-    agent.env["AUTH_TOKEN"] = ENROLMENT  # this server keeps AUTH_TOKEN for MCP clients only
-    agent.start()
+    # The harness also gives the agent AUTH_TOKEN, which this server refuses for enrolment.
+    agent = Agent(server, tmp_path, "reader", env={"READ_ONLY": "1", "AGENT_ENROLMENT_SECRET": ENROLMENT}).start()
     try:
         (agent.home / "notes.txt").write_text("readable\n")
         url = server.url + "/sse"
