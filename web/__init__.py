@@ -35,6 +35,7 @@ class Services:
     agent_tokens: AgentTokens
     oauth: OAuthStore
     credentials: Credentials
+    registrations: netpolicy.Throttle
 
 
 def build_services(config: Config) -> Services:
@@ -57,7 +58,10 @@ def build_services(config: Config) -> Services:
             auth_token=config.auth_token,
             enrolment_secret=config.agent_enrolment_secret,
             oauth=oauth_store,
-            throttle=netpolicy.AuthThrottle(config.auth_failures_per_minute),
+            throttle=netpolicy.Throttle(config.auth_failures_per_minute),
+        ),
+        registrations=netpolicy.Throttle(
+            config.client_registrations_per_hour, 3600, what="client registrations", code="too_many_registrations"
         ),
     )
 

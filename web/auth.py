@@ -113,7 +113,7 @@ class Credentials:
         grant = self.oauth.verify_access(token, resource) if len(token) <= 512 else None
         if grant is not None:
             return f"oauth:{grant.family}"
-        self.throttle.failed(address)
+        self.throttle.hit(address)
         raise Unauthorized("invalid bearer token (unknown, expired, revoked or for another audience)", code="invalid_token")
 
     def enrolment(self, authorization: str | None, *, address: str | None) -> str:
@@ -123,14 +123,14 @@ class Credentials:
             raise Unauthorized("missing enrolment secret: send 'Authorization: Bearer <secret>'", code="missing_token")
         if _same(token, self.enrolment_secret):
             return fingerprint(token)
-        self.throttle.failed(address)
+        self.throttle.hit(address)
         raise Unauthorized("invalid enrolment secret", code="invalid_token")
 
     def owner_secret(self, secret: str, *, address: str | None) -> bool:
         """The consent page's sign-in: True for the owner's secret, else counts a failure."""
         if _same(secret, self.auth_token):
             return True
-        self.throttle.failed(address)
+        self.throttle.hit(address)
         return False
 
 

@@ -59,6 +59,8 @@ class Config:
     max_queued_per_machine: int = 256
     # Failed authentications per client address per minute before it is answered 429.
     auth_failures_per_minute: int = 20
+    # OAuth client registrations (unauthenticated by nature) per client address per hour.
+    client_registrations_per_hour: int = 60
     # The durable relay (web/relay.py). A tool call waits at most this long, then answers with the
     # command's id, state and output so far (clients cap a call at ~60 s).
     tool_wait_seconds: float = 25.0
@@ -107,6 +109,9 @@ class Config:
             trusted_proxy_hops=int(_number(env, "TRUSTED_PROXY_HOPS", 0, allow_zero=True)),
             auth_failures_per_minute=int(
                 _number(env, "AUTH_FAILURES_PER_MINUTE", cls.auth_failures_per_minute)
+            ),
+            client_registrations_per_hour=int(
+                _number(env, "CLIENT_REGISTRATIONS_PER_HOUR", cls.client_registrations_per_hour)
             ),
             max_queued_per_machine=int(_number(env, "MAX_QUEUED_PER_MACHINE", cls.max_queued_per_machine)),
             tool_wait_seconds=_number(env, "TOOL_WAIT_SECONDS", cls.tool_wait_seconds),

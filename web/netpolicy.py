@@ -29,17 +29,25 @@ MAX_TRACKED_ADDRESSES = 10_000
 AGENT_PATH_PREFIX = "/api/agent/"
 
 
-class AuthThrottle:
-    """Failed-authentication counts per client address, in memory, bounded in size."""
+class Throttle:
+    """Counts of something per client address over a sliding window, in memory, bounded in size."""
 
-    def __init__(self, failures_per_window: int, window_seconds: float = WINDOW_SECONDS) -> None:
-        self.limit = failures_per_window
+    def __init__(
+        self,
+        limit: int,
+        window_seconds: float = WINDOW_SECONDS,
+        *,
+        what: str = "failed authentication attempts",
+        code: str = "too_many_failed_attempts",
+    ) -> None:
+        self.limit = limit
         self.window = window_seconds
+        self.what, self.code = what, code
         self._failures: collections.OrderedDict[str, collections.deque[float]] = collections.OrderedDict()
         self._lock = threading.Lock()
 
-    def failed(self, address: str | None) -> None:
-        """Record a failed attempt; raise TooManyRequests once the address is over its limit."""
+    def hit(self, address: str | None) -> None:
+        """Count one more for `address`; raise TooManyRequests once it is over its limit."""
         address = address or "unknown"
         t = time.monotonic()
         with self._lock:
@@ -54,9 +62,9 @@ class AuthThrottle:
             retry_after = math.ceil(times[0] + self.window - t) if over else 0
         if over:
             raise errors.TooManyRequests(
-                f"too many failed authentication attempts from this address; retry in {retry_after} s",
+                f"too many {self.what} from this address; retry in {retry_after} s",
                 retry_after_seconds=max(1, retry_after),
-                code="too_many_failed_attempts",
+                code=self.code,
             )
 
 

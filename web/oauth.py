@@ -108,6 +108,8 @@ def authorization_server_metadata(_rest: str = ""):
 
 @bp.post("/register")
 def register_client():
+    # Registration needs no credential, so each address may add only so many clients to the database.
+    services().registrations.hit(request.remote_addr)
     try:
         metadata = read_json(64 * 1024)
         return _oauth_json(services().oauth.register(metadata), 201)
@@ -252,7 +254,7 @@ def token():
             raise OAuthError("unsupported_grant_type", "grant_type must be authorization_code or refresh_token")
     except OAuthError as error:
         if error.error in ("invalid_grant", "invalid_client"):
-            services().credentials.throttle.failed(request.remote_addr)
+            services().credentials.throttle.hit(request.remote_addr)
         return _oauth_error(error)
     return _oauth_json(body)
 

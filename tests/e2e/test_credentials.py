@@ -196,6 +196,18 @@ def test_failed_authentication_slows_down_but_never_locks_the_owner_out(tmp_path
         server.stop()
 
 
+def test_client_registrations_are_limited_per_address(tmp_path):
+    server = Server(tmp_path / "server", env={"CLIENT_REGISTRATIONS_PER_HOUR": "2"}).start()
+    try:
+        body = {"redirect_uris": [REDIRECT_URI]}
+        statuses = [requests.post(server.url + "/register", json=body, timeout=5) for _ in range(3)]
+        assert [r.status_code for r in statuses] == [201, 201, 429]
+        assert statuses[-1].json()["error"]["code"] == "too_many_registrations"
+        assert int(statuses[-1].headers["Retry-After"]) > 3000
+    finally:
+        server.stop()
+
+
 def test_a_read_only_agent_enrolled_with_the_separate_secret_refuses_writes_and_the_shell(server, tmp_path):
     from tests.mcp_client import call_tool
 

@@ -27,7 +27,7 @@ SENT_TOOL_CALLS: list[str] = []  # every tools/call that reached the dispatcher,
 def server(tmp_path_factory) -> Server:
     server = Server(
         tmp_path_factory.mktemp("hostile"),
-        env={"AUTH_FAILURES_PER_MINUTE": "100000", "SIGNING_KEYS": SIGNING_KEY, "POLL_TIMEOUT_SECONDS": "5"},
+        env={"AUTH_FAILURES_PER_MINUTE": "100000", "CLIENT_REGISTRATIONS_PER_HOUR": "100000", "SIGNING_KEYS": SIGNING_KEY, "POLL_TIMEOUT_SECONDS": "5"},
     ).start()
     yield server
     server.stop()

@@ -35,7 +35,7 @@ from tests.oauth_helpers import (
 @pytest.fixture(scope="module")
 def server(tmp_path_factory) -> Server:
     # Many failures on purpose here: keep the per-address slow-down out of the way.
-    server = Server(tmp_path_factory.mktemp("oauth"), env={"AUTH_FAILURES_PER_MINUTE": "10000"}).start()
+    server = Server(tmp_path_factory.mktemp("oauth"), env={"AUTH_FAILURES_PER_MINUTE": "10000", "CLIENT_REGISTRATIONS_PER_HOUR": "10000"}).start()
     yield server
     server.stop()
 

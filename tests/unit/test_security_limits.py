@@ -7,7 +7,7 @@ import pytest
 
 from web import errors
 from web.audit import clean, summarize_arguments
-from web.netpolicy import AuthThrottle, address_allowed
+from web.netpolicy import Throttle, address_allowed
 from web.session import SessionStore
 
 
@@ -24,12 +24,12 @@ def test_sessions_past_the_limit_close_the_credentials_least_recently_used():
 
 
 def test_the_throttle_counts_failures_per_address_and_says_when_to_retry():
-    throttle = AuthThrottle(failures_per_window=2, window_seconds=60)
-    throttle.failed("10.0.0.1")
-    throttle.failed("10.0.0.1")
-    throttle.failed("10.0.0.2")
+    throttle = Throttle(2, window_seconds=60)
+    throttle.hit("10.0.0.1")
+    throttle.hit("10.0.0.1")
+    throttle.hit("10.0.0.2")
     with pytest.raises(errors.TooManyRequests) as caught:
-        throttle.failed("10.0.0.1")
+        throttle.hit("10.0.0.1")
     assert caught.value.http_status == 429 and 1 <= caught.value.retry_after_seconds <= 60
 
 
