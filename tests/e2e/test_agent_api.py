@@ -10,7 +10,7 @@ import pytest
 import requests
 from itsdangerous import URLSafeTimedSerializer
 
-from tests.harness import TOKEN, Agent, Server, wait_for
+from tests.harness import PYTHON, ROOT, TOKEN, Agent, Process, Server, base_env, wait_for
 from tests.mcp_client import call_tool
 from web.auth import SIGNING_SALT
 from web.config import Config
@@ -168,3 +168,23 @@ def test_an_agent_whose_token_expires_registers_again_and_keeps_serving(tmp_path
         if agent:
             agent.stop()
         server.stop()
+
+
+def test_an_agent_configured_only_by_a_env_file_comes_online(live_server, tmp_path):
+    if (ROOT / "agent" / ".env").exists():
+        pytest.skip("agent/.env exists in this checkout and would be read first")
+    home = tmp_path / "home"
+    home.mkdir()
+    (tmp_path / ".env").write_text(
+        f"# written by hand, as a user would\nRELAY_URL={live_server.url}\nAUTH_TOKEN='{live_server.token}'\nMACHINE_NAME=dotenv-box\n"
+    )
+    env = base_env(HOME=str(home), PYTHONPATH=str(ROOT), ALLOWED_ROOTS=str(home))
+    env.pop("CODE_REMOTE_ENV_FILE", None)
+    agent = Process([PYTHON, "-m", "agent"], env=env, log_path=tmp_path / "agent.log", cwd=tmp_path)
+    try:
+        wait_for(lambda: live_server.machines().get("dotenv-box", {}).get("online"), timeout=20, what="the .env-configured agent online")
+        result = call_tool("sse", live_server.url + "/sse", live_server.token, "run_shell_command", {"command": "echo $HOME", "machine": "dotenv-box"})
+        assert not result["is_error"] and str(home) in result["text"]
+    finally:
+        agent.stop()
+    assert live_server.token not in agent.log()
