@@ -26,6 +26,7 @@ ACCESS_PREFIX = "cra_"
 REFRESH_PREFIX = "crr_"
 CODE_PREFIX = "crc_"
 MAX_REDIRECT_URIS = 8
+PURGE_AFTER_SECONDS = 24 * 3600
 MAX_URI_CHARS = 2000
 # Schemes a redirect may never use, whoever approves it.
 FORBIDDEN_SCHEMES = frozenset({"javascript", "data", "file", "vbscript", "about", "blob", "filesystem", "ftp", "ws", "wss"})
@@ -160,6 +161,8 @@ class OAuthStore:
     def issue_code(self, client: OAuthClient, *, redirect_uri: str, code_challenge: str, resource: str, scope: str) -> str:
         code = CODE_PREFIX + secrets.token_urlsafe(32)
         with db.connection_context():
+            # Each consent clears out what expired more than a day ago, so the table stays small.
+            OAuthGrant.delete().where(OAuthGrant.expires_at < now() - PURGE_AFTER_SECONDS).execute()
             OAuthGrant.create(
                 token_hash=digest(code),
                 kind="code",
