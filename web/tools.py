@@ -17,9 +17,8 @@ from typing import Any
 
 import mcp_types
 
-from web import errors
+from web import errors, outcome
 from web.audit import AuditEntry, record_refusal
-from web import outcome
 from web.models import STATES, TERMINAL_STATES
 from web.relay import Relay
 
