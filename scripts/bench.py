@@ -16,6 +16,7 @@ with the spread of calls/s across repeats.
 
     .venv/bin/python scripts/bench.py                     # every transport the server has, both clients
     .venv/bin/python scripts/bench.py --calls 1000 --transport sse --client raw --repeat 5
+    .venv/bin/python scripts/bench.py --database postgresql     # on a throwaway local PostgreSQL cluster
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from tests import database  # noqa: E402
 from tests.harness import Agent, Server  # noqa: E402
 from tests.mcp_client import open_session  # noqa: E402
 
@@ -299,6 +301,8 @@ def main() -> int:
     parser.add_argument("--concurrency", default="1,8,32", help="comma-separated (default 1,8,32)")
     parser.add_argument("--repeat", type=int, default=3, help="runs of every row; medians are printed (default 3)")
     parser.add_argument("--time-cap", type=float, default=60.0, help="seconds per row before it is cut short")
+    parser.add_argument("--database", choices=["sqlite", "postgresql"], default="sqlite",
+                        help="postgresql: a throwaway local cluster, as CODE_REMOTE_TEST_DATABASE=postgresql gives the tests")
     parser.add_argument("--access-log", choices=["on", "off"], default="on", help="gunicorn's access log (on, as deployed)")
     parser.add_argument("--keep", action="store_true", help="keep the temp folder with the server and agent logs")
     args = parser.parse_args()
@@ -306,11 +310,12 @@ def main() -> int:
     clients = ["official", "raw"] if args.client == "both" else [args.client]
 
     workdir = Path(tempfile.mkdtemp(prefix="code-remote-bench-"))
-    server = Server(workdir / "server")
-    server.env["ACCESS_LOG"] = "1" if args.access_log == "on" else "0"
-    server.start()
-    agent = None
+    database.MODE = args.database
+    server = agent = None
     try:
+        server = Server(workdir / "server")
+        server.env["ACCESS_LOG"] = "1" if args.access_log == "on" else "0"
+        server.start()
         agent = Agent(server, workdir / "agent", "bench").start()
         worker = gunicorn_worker(server.process.proc.pid)
         agent_pid = agent.process.proc.pid
@@ -326,7 +331,7 @@ def main() -> int:
         rss_before = proc_field(worker, "VmRSS")
         load_before = os.getloadavg()
         print(f"{os.cpu_count()} CPUs, load {load_before[0]:.2f}; {args.calls} calls per row, "
-              f"{args.repeat} repeats, access log {args.access_log}; server worker pid {worker} "
+              f"{args.repeat} repeats, {args.database}, access log {args.access_log}; server worker pid {worker} "
               f"(RSS {rss_before / 1024:.1f} MB), agent pid {agent_pid}")
         results: dict[tuple, list[dict[str, Any]]] = {row: [] for row in rows}
         for repeat in range(args.repeat):
@@ -352,7 +357,9 @@ def main() -> int:
     finally:
         if agent:
             agent.stop()
-        server.stop()
+        if server:
+            server.stop()
+        database.shutdown()
         if args.keep:
             print(f"logs kept in {workdir}")
         else:
