@@ -53,6 +53,7 @@ from web.models import (
     TIMED_OUT,
     Command,
     CommandEvent,
+    Machine,
     atomic_write,
     db,
     now,
@@ -92,7 +93,25 @@ class Relay(Machines):
         self._machine_changed: dict[str, threading.Condition] = {}
         self._machine_generation: collections.Counter[str] = collections.Counter()
         self._command_changed: dict[str, threading.Event] = {}
+        self._registrations: collections.Counter[str] = collections.Counter()
         self._swept_at = 0.0
+
+    def register(self, name: str, **facts) -> Machine:
+        """Register the machine, end its held polls and release its unconfirmed leases.
+
+        A registration is a new agent process (or one renewing its token). Polls still held for the
+        machine belong to an agent that has gone, and leases it has not confirmed were most likely
+        written into a dead socket: without this the next command waits out a whole lease before
+        the live agent gets it. A released lease is handed out again under a new number, so a late
+        start under the old one is refused and the command still runs at most once.
+        """
+        machine = super().register(name, **facts)
+        with db.connection_context():
+            Command.update(lease_expires_at=now()).where((Command.machine == name) & (Command.state == LEASED)).execute()
+        with self._lock:
+            self._registrations[name] += 1
+        self._wake_machine(name)
+        return machine
 
     # --- the caller's side --------------------------------------------------------------------
 
@@ -168,12 +187,15 @@ class Relay(Machines):
         """Lease the machine's queued commands, waiting up to `wait_seconds` for one to arrive."""
         deadline = time.monotonic() + wait_seconds
         condition = self._condition(machine)
+        registration = self._registrations[machine]
         self._polls[machine] += 1
         self._touch(machine)
         try:
             while True:
                 with condition:
                     generation = self._machine_generation[machine]
+                if self._registrations[machine] != registration:
+                    return []  # superseded by a newer registration of this machine
                 self.sweep_soon()
                 leased = self.claim(machine, limit) if limit > 0 else []
                 remaining = deadline - time.monotonic()

@@ -190,3 +190,28 @@ def test_a_stopped_agent_shows_offline_and_calls_to_it_fail_precisely(fleet):
         assert rows and rows[0]["machine"] == "bee" and rows[0]["status"] == "refused"
     finally:
         bee.start()
+
+
+def test_a_restarted_agent_serves_calls_again(fleet):
+    server, agents = fleet
+    ant = agents["ant"]
+    ant.stop()
+    ant.start()
+    result = call(server, "run_shell_command", {"command": "echo back", "machine": "ant"})
+    assert not result["is_error"] and "back" in result["text"]
+    assert online(server) == {"ant": True, "bee": True}
+
+
+def test_an_agent_restarted_while_its_poll_is_still_held_gets_the_next_call(tmp_path):
+    # The default 25 s hold: the stopped agent's poll outlives it on the server.
+    server = Server(tmp_path / "server").start()
+    agent = Agent(server, tmp_path, "box").start()
+    try:
+        agent.stop()
+        agent.start()
+        for n in range(3):
+            result = call(server, "run_shell_command", {"command": f"echo call-{n}"}, read_timeout=20)
+            assert not result["is_error"] and f"call-{n}" in result["text"], result["text"]
+    finally:
+        agent.stop()
+        server.stop()

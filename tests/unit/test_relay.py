@@ -172,3 +172,35 @@ def test_queued_commands_of_one_machine_are_not_leased_to_another(relay):
     submit(relay, "box")
     assert relay.claim("other") == []
     assert [c.state for c in relay.commands(machine="box")] == [QUEUED]
+
+
+def test_a_new_registration_ends_the_machines_held_poll_before_it_can_lease_anything(relay):
+    # An agent restarted: its old poll is still held by the server, writing into a dead socket.
+    got: list[list[Command]] = []
+    stale = threading.Thread(target=lambda: got.append(relay.poll("box", 10)))
+    stale.start()
+    wait_for(lambda: relay._polls["box"] == 1, what="the stale poll to be held")
+    relay.register("box", hostname="h", os_name="Linux", version="0.1.0", roots=["/tmp"])
+    stale.join(10)
+    assert got == [[]]
+    command = submit(relay)
+    assert [c.id for c in relay.poll("box", 0)] == [command.id]
+
+
+def test_a_new_registration_releases_unconfirmed_leases_to_the_next_poll(relay):
+    command = submit(relay)
+    (stale,) = relay.claim("box")  # leased to an agent that then restarted
+    relay.register("box", hostname="h", os_name="Linux", version="0.1.0", roots=["/tmp"])
+    wait_for(lambda: now() > relay.find(command.id).lease_expires_at, what="the released lease to be in the past")
+    (again,) = relay.poll("box", 0)
+    assert again.id == command.id and again.lease_count == 2
+    with pytest.raises(errors.Conflict):
+        relay.start("box", command.id, stale.lease_count)
+    assert relay.start("box", command.id, again.lease_count).state == RUNNING
+
+
+def test_a_new_registration_leaves_running_commands_alone(relay):
+    command = submit(relay)
+    relay.start("box", relay.claim("box")[0].id, 1)
+    relay.register("box", hostname="h", os_name="Linux", version="0.1.0", roots=["/tmp"])
+    assert relay.claim("box") == [] and relay.find(command.id).state == RUNNING
