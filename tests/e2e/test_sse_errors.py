@@ -8,6 +8,7 @@ import http.client
 import json
 import os
 import queue
+import re
 import socket
 import threading
 from pathlib import Path
@@ -21,6 +22,9 @@ from tests.harness import TOKEN, Server, wait_for
 from tests.mcp_client import MCPError, open_session
 
 READ_SECONDS = 10
+QUERY_TOKEN = "query-token-" + "q" * 20
+# An itsdangerous token: payload.timestamp.signature, all URL-safe base64.
+SIGNED_TOKEN = re.compile(r"[A-Za-z0-9_-]{16,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{20,}")
 FIVE_TOOLS = {"run_shell_command", "read_file", "write_file", "list_directory", "check_agent_status"}
 
 
@@ -132,7 +136,7 @@ def test_sse_messages_and_the_audit_refuse_a_missing_or_wrong_token(live_server,
 @pytest.mark.parametrize("name", ["token", "access_token", "auth_token", "authorization"])
 def test_a_token_in_the_url_query_is_not_accepted(live_server, name):
     # A look-alike of the token: the real one must not land in access logs, even refused.
-    lookalike = "query-token-" + "x" * 20
+    lookalike = QUERY_TOKEN
     for path in ("/sse", "/api/commands"):
         response = requests.get(f"{live_server.url}{path}?{name}={lookalike}", timeout=5)
         assert_unauthorized(response, "missing_token")
@@ -423,4 +427,6 @@ def test_every_call_refused_or_not_is_audited_and_no_secret_is_logged(live_serve
     refusals = [r for r in live_server.audit(limit=50) if r["status"] == "refused" and r["error_code"] == "invalid_token"]
     assert refusals, "a refused authentication leaves an audit row"
     logs = live_server.process.log() + live_agent.process.log()
-    assert TOKEN not in logs and "private content" not in logs
+    assert TOKEN not in logs and QUERY_TOKEN not in logs and "private content" not in logs
+    assert not SIGNED_TOKEN.findall(logs), "an agent access token was logged"
+    assert f"wrong-{marker}" not in logs
