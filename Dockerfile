@@ -22,7 +22,7 @@ COPY migrations ./migrations
 
 RUN useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin coderemote \
     && mkdir -p /data && chown coderemote /data
-USER coderemote
+USER 10001
 VOLUME ["/data"]
 EXPOSE 8000
 

@@ -222,6 +222,12 @@ def test_dockerfile_copies_files_that_exist_and_runs_as_a_non_root_user(dockerfi
     assert "--preload" not in (ROOT / dockerfile).read_text()
 
 
+def test_dockerfiles_pass_hadolint():
+    hadolint = str(Path(PYTHON).with_name("hadolint"))
+    done = subprocess.run([hadolint, "--no-color", "Dockerfile", "agent/Dockerfile"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
 def test_server_image_migrates_then_runs_gunicorn_like_the_procfile():
     cmd = dict(_instructions(ROOT / "Dockerfile"))["CMD"]
     procfile = dict(line.split(": ", 1) for line in (ROOT / "Procfile").read_text().splitlines() if line.strip())
