@@ -85,7 +85,13 @@ def _setup(installed: Path, answers: str, home: Path, *args: str, **extra: str) 
     env = base_env(PYTHON=PYTHON, HOME=str(home), XDG_CONFIG_HOME=str(home / ".config"), XDG_STATE_HOME=str(home / ".local/state"))
     env.update(agent_network_env())
     env.update(extra)
-    env["PATH"] = "/usr/bin:/bin"  # no systemctl user session here, as on a headless box
+    # A systemctl that records its arguments and fails, as with no user session: the test never
+    # touches this machine's real service manager.
+    stub = home / "bin"
+    stub.mkdir(exist_ok=True)
+    (stub / "systemctl").write_text(f'#!/bin/sh\necho "$*" >> {home / "systemctl.calls"}\nexit 1\n')
+    (stub / "systemctl").chmod(0o755)
+    env["PATH"] = f"{stub}:/usr/bin:/bin"
     return subprocess.run(["bash", str(installed / "setup.sh"), *args], input=answers, env=env,
                           capture_output=True, text=True, timeout=120)
 
@@ -129,6 +135,7 @@ def test_setup_service_installs_a_systemd_user_unit_carrying_proxy_and_ca(live_s
     assert f'"CA_BUNDLE={bundle}"' in text and '"no_proxy=127.0.0.1,localhost"' in text
     assert "HTTPS_PROXY" not in text.split("[Service]")[1], "an unset proxy is left out, not set empty"
     assert "systemctl --user daemon-reload && systemctl --user enable --now code-remote-agent" in done.stderr
+    assert (home / "systemctl.calls").read_text() == "--user daemon-reload\n"
     _systemd_verify(unit, tmp_path)
 
 
