@@ -169,7 +169,7 @@ def test_partitions_short_and_longer_than_the_lease_lose_and_repeat_nothing(rig_
     rig = rig_factory({"LEASE_SECONDS": "1", "LOST_AFTER_SECONDS": "20", "TOOL_WAIT_SECONDS": "2"})
     # A few seconds: the call's wait ends inside the partition and must not claim success.
     answer: dict = {}
-    caller = threading.Thread(target=lambda: answer.update(rig.submit("S1", "sleep 1")))
+    caller = threading.Thread(target=lambda: answer.update(rig.submit("S1", "sleep 2")))
     caller.start()
     wait_for(lambda: rig.runs("S1"), what="S1 running")
     rig.proxy.stop()
@@ -180,7 +180,8 @@ def test_partitions_short_and_longer_than_the_lease_lose_and_repeat_nothing(rig_
     assert not answer["is_error"] and "outcome is unknown" in answer["text"] and "may still be running" in answer["text"]
 
     # Longer than the lease: P1 is submitted while the agent is cut off; R1 finishes meanwhile.
-    rig.submit("R1", "sleep 1")
+    caller = threading.Thread(target=rig.submit, args=("R1", "sleep 3"))
+    caller.start()
     wait_for(lambda: rig.runs("R1"), what="R1 running")
     rig.proxy.stop()
     cut_at = time.monotonic()
@@ -188,6 +189,7 @@ def test_partitions_short_and_longer_than_the_lease_lose_and_repeat_nothing(rig_
     during = rig.states()["P1"]
     wait_for(lambda: rig.outbox_size() == 1 and time.monotonic() - cut_at > 4, timeout=20, what="a partition of 4 lease periods")
     rig.proxy.start()
+    caller.join(30)
     names = ["S1", "R1", "P1"]
     states = wait_for(lambda: rig.all_terminal(names), timeout=30, what="every command terminal")
     runs = {n: rig.runs(n) for n in names}
