@@ -7,6 +7,7 @@ must refuse without touching them)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -522,25 +523,44 @@ def test_afterwards_the_server_serves_and_nothing_was_lost(server, mcp_session, 
     assert server.token not in server.process.log() and server.token not in agent.process.log()
 
 
-def test_a_call_that_cannot_be_audited_is_refused_and_not_run(server, mcp_session, agent):
-    if not server.database_url.startswith("sqlite:///"):
-        pytest.skip("breaks the audit table with an SQLite trigger")
-    import sqlite3
+@contextlib.contextmanager
+def audit_table_refuses_writes(database_url: str):
+    """Make every INSERT into the audit table fail, as a full disk or a lost database would."""
+    if database_url.startswith("sqlite:///"):
+        import sqlite3
 
-    marker = agent.scratch / "ran-unaudited"
-    db = sqlite3.connect(server.database_url[len("sqlite:///"):], timeout=10)
-    db.execute("CREATE TRIGGER break_audit BEFORE INSERT ON tool_call BEGIN SELECT RAISE(ABORT, 'disk full'); END")
+        db = sqlite3.connect(database_url[len("sqlite:///"):], timeout=10)
+        create = ["CREATE TRIGGER break_audit BEFORE INSERT ON tool_call BEGIN SELECT RAISE(ABORT, 'disk full'); END"]
+        drop = ["DROP TRIGGER break_audit"]
+    else:
+        import psycopg2
+
+        db = psycopg2.connect(database_url)
+        create = [
+            "CREATE FUNCTION break_audit() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'disk full'; END $$ LANGUAGE plpgsql",
+            "CREATE TRIGGER break_audit BEFORE INSERT ON tool_call FOR EACH ROW EXECUTE FUNCTION break_audit()",
+        ]
+        drop = ["DROP TRIGGER break_audit ON tool_call", "DROP FUNCTION break_audit()"]
+    for statement in create:
+        db.cursor().execute(statement)
     db.commit()
     try:
+        yield
+    finally:
+        for statement in drop:
+            db.cursor().execute(statement)
+        db.commit()
+        db.close()
+
+
+def test_a_call_that_cannot_be_audited_is_refused_and_not_run(server, mcp_session, agent):
+    marker = agent.scratch / "ran-unaudited"
+    with audit_table_refuses_writes(server.database_url):
         body = {"jsonrpc": "2.0", "id": "unaudited", "method": "tools/call",
                 "params": {"name": "run_shell_command", "arguments": {"command": f"touch {marker}", "machine": "box"}}}
         response = _mcp(server, mcp_session, json.dumps(body))
         error = response.json()["error"]
         assert "audit trail cannot be written" in error["message"]
-    finally:
-        db.execute("DROP TRIGGER break_audit")
-        db.commit()
-        db.close()
     assert not marker.exists()
     again = {"jsonrpc": "2.0", "id": "audited", "method": "tools/call", "params": {"name": "check_agent_status", "arguments": {}}}
     assert "result" in _mcp(server, mcp_session, json.dumps(again)).json()
