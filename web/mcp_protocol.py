@@ -34,6 +34,7 @@ from mcp_types import jsonrpc, methods
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERSION, MODERN_PROTOCOL_VERSIONS
 
 from web import errors
+from web.audit import record_refusal
 from web.session import Session
 from web.tools import CallContext, ToolBox
 
@@ -249,7 +250,16 @@ class Dispatcher:
         if incoming.method == "initialize" and session is not None:
             request = self._parse(incoming, LATEST_HANDSHAKE_VERSION)
             return self._initialize(request.params, session)
-        request = self._parse(incoming, version)
+        try:
+            request = self._parse(incoming, version)
+        except errors.InvalidParams as error:
+            if incoming.method == "tools/call":  # a refused tool call is audited like any other
+                params = incoming.params or {}
+                record_refusal(
+                    transport=transport, tool=str(params.get("name", "")), error_code=error.code, message=error.message,
+                    session_id=session.id if session else "", arguments=params.get("arguments"),
+                )
+            raise
         if incoming.method == "ping":
             return {}
         if incoming.method == "logging/setLevel" and session is not None:

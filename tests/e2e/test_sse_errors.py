@@ -230,6 +230,15 @@ def test_bad_params_are_invalid_params(raw, method, params):
     assert error_of(reply) == -32602 and reply["id"] == 3
 
 
+def test_a_tools_call_with_bad_params_is_audited(live_server, raw):
+    marker = os.urandom(6).hex()
+    raw.post({"jsonrpc": "2.0", "id": 4, "method": "tools/call", "params": {"name": f"run_{marker}", "arguments": "echo hi"}})
+    assert error_of(raw.next_message()) == -32602
+    (row,) = [r for r in live_server.audit() if r["tool"] == f"run_{marker}"]
+    assert row["status"] == "refused" and row["error_code"] == "invalid_params" and row["is_error"]
+    assert "arguments" in row["message"] and row["finished_at"]
+
+
 def test_a_batch_gets_one_reply_per_request_and_none_for_notifications(raw):
     batch = [
         {"jsonrpc": "2.0", "id": 1, "method": "ping"},
