@@ -24,7 +24,7 @@ from urllib.parse import unquote, urlencode, urlsplit
 from flask import Blueprint, Response, redirect, render_template, request
 
 from web.http import json_response, public_origin, read_json, services
-from web.oauth_store import SCOPE, OAuthError
+from web.oauth_store import SCOPE, OAuthError, redirect_registered
 
 log = logging.getLogger(__name__)
 bp = Blueprint("oauth", __name__)
@@ -135,7 +135,7 @@ def _check_request(params: dict[str, str]) -> tuple[Any, str]:
     except OAuthError as error:
         raise PageError(error.description) from None
     redirect_uri = params.get("redirect_uri", "")
-    if redirect_uri not in client.redirect_uris:
+    if not redirect_registered(redirect_uri, client.redirect_uris):
         raise PageError("redirect_uri is not one this client registered; the request was not sent back to it")
     if len(params.get("state", "")) > MAX_STATE_CHARS:
         raise OAuthError("invalid_request", f"state is longer than {MAX_STATE_CHARS} characters")

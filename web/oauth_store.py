@@ -87,6 +87,25 @@ def check_redirect_uri(uri: Any) -> str:
     raise OAuthError("invalid_redirect_uri", f"{uri!r}: use https, http://127.0.0.1 or an app's reverse-domain scheme")
 
 
+def redirect_registered(uri: str, registered: list[str]) -> bool:
+    """Exact match, except that a loopback http redirect may use any port (RFC 8252 §7.3): native
+    apps listen on whichever port is free when the person signs in."""
+    if uri in registered:
+        return True
+    parts = urlsplit(uri)
+    if parts.scheme != "http" or not parts.hostname or not is_loopback_host(parts.hostname):
+        return False
+    try:
+        parts.port
+    except ValueError:
+        return False
+    for candidate in registered:
+        other = urlsplit(candidate)
+        if other.scheme == "http" and (other.hostname, other.path, other.query) == (parts.hostname, parts.path, parts.query):
+            return True
+    return False
+
+
 def pkce_matches(verifier: str, challenge: str) -> bool:
     computed = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode("ascii", "replace")).digest()).rstrip(b"=")
     return hmac.compare_digest(computed.decode(), challenge)

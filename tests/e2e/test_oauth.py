@@ -321,3 +321,14 @@ def test_browser_clients_may_read_the_metadata_and_token_answers_cross_origin(se
     preflight = requests.options(server.url + "/token", headers=origin | {"Access-Control-Request-Method": "POST"}, timeout=5)
     assert preflight.status_code == 200 and "Content-Type" in preflight.headers["Access-Control-Allow-Headers"]
     assert "Access-Control-Allow-Origin" not in requests.get(server.url + "/authorize", headers=origin, timeout=5).headers
+
+
+def test_a_loopback_redirect_may_use_any_port_but_nothing_else_may_differ(server):
+    client_id = _register(server, ("http://127.0.0.1:33418/callback",)).json()["client_id"]
+    verifier, challenge = pkce_pair()
+    other_port = "http://127.0.0.1:50123/callback"
+    params = redirect_params(answer_consent(_authorize_url(server, client_id, challenge, redirect_uri=other_port), server.token))
+    assert _exchange(server, client_id, params["code"], verifier, other_port).status_code == 200
+    for changed in ("http://127.0.0.1:50123/other", "http://localhost:33418/callback", "https://127.0.0.1:33418/callback"):
+        page = requests.get(_authorize_url(server, client_id, challenge, redirect_uri=changed), allow_redirects=False, timeout=5)
+        assert page.status_code == 400 and "Location" not in page.headers, changed
