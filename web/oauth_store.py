@@ -82,7 +82,7 @@ def check_redirect_uri(uri: Any) -> str:
         return uri
     if scheme == "http":
         raise OAuthError("invalid_redirect_uri", f"{uri!r}: plain http is allowed only to a loopback address")
-    if scheme and scheme not in FORBIDDEN_SCHEMES and "." in scheme or scheme in {"cursor", "vscode", "claude"}:
+    if (scheme and scheme not in FORBIDDEN_SCHEMES and "." in scheme) or scheme in {"cursor", "vscode", "claude"}:
         return uri
     raise OAuthError("invalid_redirect_uri", f"{uri!r}: use https, http://127.0.0.1 or an app's reverse-domain scheme")
 
