@@ -187,12 +187,15 @@ def classify(error: BaseException) -> tuple[str, str]:
     tunnel = re.search(r"Tunnel connection failed: (\d{3}[^'\"|)]*)", text)
     if tunnel:
         return "proxy_refused", f"the proxy refused the tunnel: {tunnel.group(1).strip()}"
-    if isinstance(error, requests.exceptions.SSLError) or "SSLCertVerificationError" in names:
-        verify = next((e for e in chain if type(e).__name__ == "SSLCertVerificationError"), None)
-        detail = getattr(verify, "verify_message", "") or "handshake failed"
+    verify = next((e for e in chain if type(e).__name__ == "SSLCertVerificationError"), None)
+    if verify is not None:
+        detail = getattr(verify, "verify_message", "") or "certificate not trusted"
         return "tls", f"TLS verification of {mask_url(error)} failed: {detail}; if a proxy or private CA signs it, set CA_BUNDLE to that CA's PEM file"
-    if names & {"RemoteDisconnected", "ConnectionResetError", "BrokenPipeError", "IncompleteRead"} or "Connection aborted" in text:
+    dropped = {"RemoteDisconnected", "ConnectionResetError", "BrokenPipeError", "IncompleteRead", "SSLEOFError", "SSLZeroReturnError"}
+    if names & dropped or "Connection aborted" in text or "UNEXPECTED_EOF" in text:
         return "dropped", "the connection was closed mid-request (a proxy or load balancer cutting it?)"
+    if isinstance(error, requests.exceptions.SSLError):
+        return "tls", f"TLS with {mask_url(error)} failed: {chain[-1]}"
     if isinstance(error, requests.Timeout):
         return "timeout", "timed out"
     if "NameResolutionError" in names or "Name or service not known" in text or "getaddrinfo failed" in text:
@@ -204,6 +207,7 @@ def classify(error: BaseException) -> tuple[str, str]:
 
 
 def mask_url(error: BaseException) -> str:
+    """The URL a failed request went to, without query string or password."""
     request = getattr(error, "request", None)
     url = getattr(request, "url", "") or "the server"
     return mask(url.split("?", 1)[0])

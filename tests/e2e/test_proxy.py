@@ -165,3 +165,18 @@ def test_an_html_error_page_from_a_proxy_is_retryable():
     page.headers["Content-Type"] = "text/html; charset=utf-8"
     error = _error(page)
     assert isinstance(error, RelayError) and error.code == "http_error" and error.retryable
+
+
+def test_failures_are_classified_without_credentials():
+    from tests.harness import free_port
+
+    session = requests.Session()
+    session.trust_env = False
+    closed = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(requests.RequestException) as direct:
+        session.get(closed + "/health", timeout=5)
+    assert classify(direct.value) == ("unreachable", "cannot connect to the server (connection refused or no route)")
+    with pytest.raises(requests.RequestException) as via_proxy:
+        session.get("https://relay.example.com/health", proxies={"https": closed.replace("//", "//me:hunter2@")}, timeout=5)
+    kind, reason = classify(via_proxy.value)
+    assert kind == "unreachable" and "the proxy" in reason and "hunter2" not in reason
