@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import email.utils
 import os
+import platform
 import socket
 import ssl
 import sys
@@ -31,6 +32,7 @@ from urllib.parse import unquote, urlsplit
 
 import requests
 
+from agent import VERSION
 from agent.client import RelayClient, RelayError, classify, trust_store
 from agent.config import AgentConfig, ConfigError, mask
 
@@ -250,7 +252,14 @@ class Doctor:
         return f"AUTH_TOKEN accepted; the server knows {len(response.json().get('machines', []))} machine(s)"
 
     def check_poll(self) -> str:
-        client = RelayClient(self.config, facts={"hostname": socket.gethostname(), "version": "doctor"})
+        # The same facts the agent registers with, so the machine's record stays as the agent left it.
+        facts = {
+            "hostname": platform.node(),
+            "os": f"{platform.system()} {platform.release()} ({platform.machine()})",
+            "version": VERSION,
+            "roots": [os.path.realpath(root) for root in self.config.roots],
+        }
+        client = RelayClient(self.config, facts=facts)
         try:
             started = time.monotonic()
             client.register()

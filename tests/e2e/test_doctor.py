@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from agent import VERSION
 from tests.harness import PYTHON, ROOT, base_env
 from tests.proxies import Nginx, Squid, agent_network_env, certs  # noqa: F401 (certs is a fixture)
 
@@ -49,6 +50,8 @@ def test_doctor_passes_every_step_against_a_healthy_server(live_server, tmp_path
     assert f"$ curl -v '{live_server.url}/health'" in out
     assert "verdict: all checks passed" in out
     assert live_server.token not in out, "the token is never printed"
+    machine = live_server.machines()["doc-box"]
+    assert machine["agent_version"] == VERSION and str(tmp_path) in machine["allowed_roots"], "registered as the agent would"
 
 
 def test_doctor_passes_through_an_authenticating_proxy_and_a_private_ca(live_server, squid, front, certs, tmp_path):  # noqa: F811
