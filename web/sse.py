@@ -86,5 +86,6 @@ def post_message():
 
 
 def _dispatch(svc, session: Session, payload) -> None:
-    for response in svc.dispatcher.handle_batch(payload, session, transport=TRANSPORT):
+    # The stream carries notifications too (progress of a long tool call), ahead of the response.
+    for response in svc.dispatcher.handle_batch(payload, session, transport=TRANSPORT, emit=session.send):
         session.send(response)
