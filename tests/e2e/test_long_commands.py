@@ -124,9 +124,10 @@ def test_a_command_that_daemonizes_a_child_holding_stdout_returns_promptly(serve
         os.kill(pid, signal.SIGKILL)
 
 
-def test_progress_notifications_carry_output_as_it_arrives(server, agent):
+@pytest.mark.parametrize("transport, path", [("http", "/mcp"), ("sse", "/sse")])
+def test_progress_notifications_carry_output_as_it_arrives(server, agent, transport, path):
     async def scenario():
-        async with open_session("http", server.url + "/mcp", server.token, mode="legacy") as s:
+        async with open_session(transport, server.url + path, server.token, mode="legacy") as s:
             return await s.call_tool(
                 "run_shell_command", {"command": "for i in 1 2 3; do echo tick $i; sleep 0.7; done"}, progress=True
             )
