@@ -14,6 +14,7 @@ import signal
 
 import anyio
 import pytest
+import requests
 
 from tests.harness import Agent, Server, wait_for
 from tests.mcp_client import call_tool, open_session
@@ -110,6 +111,30 @@ def test_notifications_cancelled_cancels_a_running_sleep_300(server, agent):
     wait_for(lambda: not alive(pid), timeout=10, what="the cancelled sleep to be killed")
     listed = tool(server, "list_commands", {"state": "cancelled"})["text"]
     assert any(": cancel-me" in line for line in listed.splitlines())
+
+
+def test_a_client_that_merely_disconnects_does_not_cancel_its_command(server, agent):
+    pidfile = agent.scratch / "disconnected.pid"
+    call = {"name": "run_shell_command", "arguments": {"command": f": left-behind; sleep 300 & echo $! > {pidfile}; wait", "timeout": 600}}
+    headers = {**server.headers(), "Content-Type": "application/json"}
+    with requests.get(server.url + "/sse", headers=server.headers(), stream=True, timeout=10) as stream:
+        endpoint = next(line for line in stream.iter_lines() if line.startswith(b"data: "))[6:].decode()
+        for message in (
+            {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-03-26", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}},
+            {"jsonrpc": "2.0", "method": "notifications/initialized"},
+            {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": call},
+        ):
+            assert requests.post(server.url + endpoint, json=message, headers=headers, timeout=10).status_code == 202
+        pid = int(wait_for(lambda: pidfile.read_text().strip(), what="the command running"))
+    # The stream is gone without a notifications/cancelled: the call ends at its wait, the command runs on.
+    row = wait_for(
+        lambda: next((r for r in server.audit() if ": left-behind" in str(r["arguments"]) and r["status"] != "pending"), None),
+        timeout=TOOL_WAIT + 10, what="the abandoned call to end",
+    )
+    assert row["status"] == "running" and alive(pid)
+    assert f"command {row['command_id']} on 'box': running" in tool(server, "get_command_output", {"command_id": row["command_id"]})["text"]
+    tool(server, "cancel_command", {"command_id": row["command_id"]})
+    wait_for(lambda: not alive(pid), timeout=10, what="the sleep ended by cancel_command")
 
 
 def test_a_command_that_daemonizes_a_child_holding_stdout_returns_promptly(server, agent):
