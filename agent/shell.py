@@ -149,10 +149,17 @@ def run(
                     captures[key.fd].add(data)
                 else:
                     selector.unregister(key.fd)
+        # The pipes are closed but the shell may still run (it closed its output): keep watching
+        # for a cancellation while waiting for it.
+        while cancel is not None and term_sent_at is None and proc.poll() is None and time.monotonic() < deadline:
+            if cancel.wait(0.2) and proc.poll() is None:
+                cancelled = True
+                term_sent_at = time.monotonic()
+                _kill_group(pgid, signal.SIGTERM)
         try:
             returncode = proc.wait(timeout=max(0.0, deadline - time.monotonic()) if not term_sent_at else kill_grace_seconds)
         except subprocess.TimeoutExpired:
-            timed_out = True
+            timed_out = not cancelled
             _kill_group(pgid, signal.SIGTERM)
             try:
                 returncode = proc.wait(timeout=kill_grace_seconds)

@@ -81,9 +81,12 @@ def test_ten_megabytes_of_output_show_head_and_tail_and_page_exactly(server, age
     assert end.rstrip().endswith("[end of stdout]") and "0123456789abcde" in end
 
 
-def test_a_sleep_300_answers_with_its_id_and_state_is_followed_and_cancelled(server, agent):
-    pidfile = agent.scratch / "sleep300.pid"
-    result = tool(server, "run_shell_command", {"command": f"echo started; sleep 300 & echo $! > {pidfile}; wait", "timeout": 600})
+@pytest.mark.parametrize("closes_output", [False, True], ids=["writing", "output-closed"])
+def test_a_sleep_300_answers_with_its_id_and_state_is_followed_and_cancelled(server, agent, closes_output):
+    pidfile = agent.scratch / f"sleep300-{closes_output}.pid"
+    close = "exec >/dev/null 2>&1; " if closes_output else ""
+    command = f"echo started; {close}sleep 300 & echo $! > {pidfile}; wait"
+    result = tool(server, "run_shell_command", {"command": command, "timeout": 600})
     text = result["text"]
     assert not result["is_error"] and "still running" in text and "may still be running" in text and "started" in text
     cid = command_id(text)
