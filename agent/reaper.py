@@ -5,8 +5,9 @@ start time. An agent that was killed leaves those groups running with no one to 
 report their end; on restart they are ended (SIGTERM, then SIGKILL after the grace period) and their
 commands are reported lost by the server, since their outcome is unknown.
 
-Process ids are reused, so a group is ended only if it is still ours: its leader has the recorded
-start time, or, with the leader gone, its members started no earlier than the leader did.
+Process ids are reused, so a group is ended only if it is still ours: its leader is alive with the
+recorded start time, or the leader is gone and members remain (Linux does not hand out a process id
+while a group still uses it as its id, so those members are the leader's).
 """
 
 from __future__ import annotations
@@ -50,12 +51,12 @@ def _members(pgid: int) -> list[tuple[int, int | None]]:
 
 
 def ours(pgid: int, recorded_ticks: int | None) -> bool:
-    members = _members(pgid)
+    members = dict(_members(pgid))
     if not members:
         return False
-    if recorded_ticks is None:
-        return True  # no /proc when it was recorded: trust the record
-    return all(ticks >= recorded_ticks for _, ticks in members)
+    if pgid in members and recorded_ticks is not None:
+        return members[pgid] == recorded_ticks  # the leader itself: the very process we started?
+    return True
 
 
 def end_group(pgid: int, grace_seconds: float) -> None:

@@ -1,0 +1,58 @@
+"""The agent's on-disk state and reaper with real files and real processes under tmp_path: results
+outlive the agent until acknowledged, and left-over process groups are ended only if still ours."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+
+from agent import reaper
+from agent.outbox import StateDir
+from tests.harness import wait_for
+
+
+def test_a_result_is_kept_across_restarts_until_the_server_has_it(tmp_path):
+    state = StateDir(str(tmp_path / "state"))
+    spool = state.spool("c1")
+    open(spool["stdout"], "wb").write(b"out")
+    state.put("c1", {"status": "succeeded", "exit_code": 0}, spooled=True)
+    again = StateDir(str(tmp_path / "state"))  # as a restarted agent sees it
+    assert again.pending() == [{"id": "c1", "body": {"status": "succeeded", "exit_code": 0}, "spooled": True}]
+    assert again.holds("c1") and not again.holds("c2")
+    again.done("c1")
+    assert again.pending() == [] and not os.path.exists(spool["stdout"]) and not again.holds("c1")
+
+
+def test_an_unreadable_outbox_entry_is_set_aside_not_fatal(tmp_path):
+    state = StateDir(str(tmp_path / "state"))
+    (tmp_path / "state" / "outbox" / "broken.json").write_text("{not json")
+    assert state.pending() == []
+    assert (tmp_path / "state" / "outbox" / "broken.json.bad").exists()
+
+
+@pytest.fixture
+def group():
+    """A process group like a command's: a shell leader with a child."""
+    proc = subprocess.Popen(["/bin/sh", "-c", "sleep 300 & wait"], start_new_session=True)
+    wait_for(lambda: len(reaper._members(proc.pid)) == 2, what="leader and child")
+    yield proc
+    if proc.poll() is None:
+        os.killpg(proc.pid, 9)
+    proc.wait()
+
+
+def test_the_reaper_ends_a_recorded_group_with_its_children(tmp_path, group):
+    state = StateDir(str(tmp_path / "state"))
+    state.record_running("c1", group.pid, reaper.start_ticks(group.pid))
+    assert reaper.reap(state, grace_seconds=1) == ["c1"]
+    group.wait(timeout=5)
+    assert reaper._members(group.pid) == [] and state.running() == []
+
+
+def test_the_reaper_leaves_alone_a_leader_that_is_not_the_process_it_started(tmp_path, group):
+    state = StateDir(str(tmp_path / "state"))
+    state.record_running("c1", group.pid, reaper.start_ticks(group.pid) - 1)  # a reused process id
+    assert reaper.reap(state, grace_seconds=1) == []
+    assert group.poll() is None and state.running() == []
