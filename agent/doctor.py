@@ -71,6 +71,15 @@ class Doctor:
         parts.append(f"'{self.config.relay_url}{path}'")
         return " ".join(parts)
 
+    def poll_curl(self) -> str:
+        """Register and poll by hand, as the agent does (docs/ARCHITECTURE.md has the whole contract)."""
+        body = '{"machine": "%s"}' % self.config.machine_name
+        register = self.curl("/api/agent/register", "-X POST -H \"Authorization: Bearer $AUTH_TOKEN\"",
+                             "-H 'Content-Type: application/json'", f"-d '{body}'").replace("curl -v", "curl -s", 1)
+        extract = "python3 -c 'import json,sys; print(json.load(sys.stdin)[\"token\"])'"
+        poll = self.curl("/api/agent/poll?wait=0&limit=0", "-H \"Authorization: Bearer $TOKEN\"")
+        return f"TOKEN=$({register} | {extract}) && {poll}"
+
     # --- the steps ------------------------------------------------------------------------------
 
     def run(self) -> int:
@@ -92,8 +101,8 @@ class Doctor:
             steps.append(("tls", self.check_tls, ""))
         steps += [
             ("clock", self.check_clock, ""),
-            ("token", self.check_token, self.curl("/api/machines", "-H 'Authorization: Bearer $AUTH_TOKEN'")),
-            ("poll", self.check_poll, "see docs/ARCHITECTURE.md for the register and poll requests with curl"),
+            ("token", self.check_token, self.curl("/api/machines", "-H \"Authorization: Bearer $AUTH_TOKEN\"")),
+            ("poll", self.check_poll, self.poll_curl()),
         ]
         for step, check, curl in steps:
             if self.failed:

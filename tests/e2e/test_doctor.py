@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
@@ -54,6 +55,18 @@ def test_doctor_passes_every_step_against_a_healthy_server(live_server, tmp_path
     assert machine["agent_version"] == VERSION and str(tmp_path) in machine["allowed_roots"], "registered as the agent would"
 
 
+def test_doctor_prints_curl_commands_that_work_as_printed(live_server, tmp_path):
+    code, out = doctor(tmp_path, live_server.url, live_server.token)
+    assert code == 0, out
+    commands = [line.strip().removeprefix("$ ") for line in out.splitlines() if line.strip().startswith("$ curl") or line.strip().startswith("$ TOKEN=")]
+    assert len(commands) == 3, commands  # dns (/health), token (/api/machines), poll (register + poll)
+    env = base_env(AUTH_TOKEN=live_server.token, HOME=str(tmp_path))
+    for command in commands:
+        done = subprocess.run(["bash", "-euo", "pipefail", "-c", command], env=env, capture_output=True, text=True, timeout=30)
+        assert done.returncode == 0, f"{command}\n{done.stderr}"
+        assert re.search(r"< HTTP/1.1 (200|204)", done.stderr), f"{command}\n{done.stderr}"
+
+
 def test_doctor_passes_through_an_authenticating_proxy_and_a_private_ca(live_server, squid, front, certs, tmp_path):  # noqa: F811
     code, out = doctor(tmp_path, front.url, live_server.token, proxy=squid.url, ca_bundle=str(certs.ca))
     assert code == 0, out
@@ -67,7 +80,7 @@ def test_doctor_names_a_wrong_token(live_server, tmp_path):
     assert code == 1
     assert verdicts(out)["token"] == "FAIL" and verdicts(out)["poll"] == "skip"
     assert "the server refused AUTH_TOKEN" in out
-    assert "-H 'Authorization: Bearer $AUTH_TOKEN'" in out
+    assert '-H "Authorization: Bearer $AUTH_TOKEN"' in out
 
 
 def test_doctor_names_a_proxy_that_refuses_the_credentials(live_server, squid, front, certs, tmp_path):  # noqa: F811
