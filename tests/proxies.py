@@ -199,13 +199,3 @@ def agent_network_env(*, proxy: str = "", ca_bundle: str = "") -> dict[str, str]
         "CURL_CA_BUNDLE": "",
     }
 
-
-# --- fixtures, imported by the test modules that use them -----------------------------------------
-
-import pytest  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def certs(tmp_path_factory) -> Certificates:
-    """A private CA and a server certificate for 127.0.0.1 it signs."""
-    return make_certificates(tmp_path_factory.mktemp("certs"))

@@ -10,11 +10,11 @@ import pytest
 
 from agent import VERSION
 from tests.harness import PYTHON, ROOT, base_env
-from tests.proxies import Nginx, Squid, agent_network_env, certs  # noqa: F401 (certs is a fixture)
+from tests.proxies import Nginx, Squid, agent_network_env
 
 
 @pytest.fixture(scope="module")
-def front(live_server, certs, tmp_path_factory):  # noqa: F811
+def front(live_server, certs, tmp_path_factory):
     proxy = Nginx(tmp_path_factory.mktemp("nginx"), live_server.port, certs).start()
     yield proxy
     proxy.stop()
@@ -67,7 +67,7 @@ def test_doctor_prints_curl_commands_that_work_as_printed(live_server, tmp_path)
         assert re.search(r"< HTTP/1.1 (200|204)", done.stderr), f"{command}\n{done.stderr}"
 
 
-def test_doctor_passes_through_an_authenticating_proxy_and_a_private_ca(live_server, squid, front, certs, tmp_path):  # noqa: F811
+def test_doctor_passes_through_an_authenticating_proxy_and_a_private_ca(live_server, squid, front, certs, tmp_path):
     code, out = doctor(tmp_path, front.url, live_server.token, proxy=squid.url, ca_bundle=str(certs.ca))
     assert code == 0, out
     assert verdicts(out) == {"config": "ok", "dns": "ok", "tcp": "ok", "proxy": "ok", "tls": "ok", "clock": "ok", "token": "ok", "poll": "ok"}
@@ -83,7 +83,7 @@ def test_doctor_names_a_wrong_token(live_server, tmp_path):
     assert '-H "Authorization: Bearer $AUTH_TOKEN"' in out
 
 
-def test_doctor_names_a_proxy_that_refuses_the_credentials(live_server, squid, front, certs, tmp_path):  # noqa: F811
+def test_doctor_names_a_proxy_that_refuses_the_credentials(live_server, squid, front, certs, tmp_path):
     wrong = f"http://agent:wrong-password@127.0.0.1:{squid.port}"
     code, out = doctor(tmp_path, front.url, live_server.token, proxy=wrong, ca_bundle=str(certs.ca))
     assert code == 1

@@ -17,7 +17,7 @@ from agent.client import RelayError, _error, classify
 from agent.config import AgentConfig, mask, proxy_for
 from tests.harness import Agent, Server, wait_for
 from tests.mcp_client import call_tool
-from tests.proxies import Nginx, Squid, agent_network_env, certs  # noqa: F401 (certs is a fixture)
+from tests.proxies import Nginx, Squid, agent_network_env
 
 POLL_HOLD_SECONDS = 4  # well under squid's 30 s read_timeout, and short enough for a quick test
 
@@ -33,7 +33,7 @@ def server(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def front(server, certs, tmp_path_factory):  # noqa: F811
+def front(server, certs, tmp_path_factory):
     proxy = Nginx(tmp_path_factory.mktemp("nginx"), server.port, certs).start()
     yield proxy
     proxy.stop()
@@ -46,7 +46,7 @@ def squid(front, tmp_path_factory):
     proxy.stop()
 
 
-def _agent(server, front, certs, proxy_url, workdir, name) -> Agent:  # noqa: F811
+def _agent(server, front, certs, proxy_url, workdir, name) -> Agent:
     agent = Agent(server, workdir, name, env=agent_network_env(proxy=proxy_url, ca_bundle=str(certs.ca)))
     agent.env["RELAY_URL"] = front.url
     return agent
@@ -62,7 +62,7 @@ def _tunnels(squid: Squid) -> list[tuple[int, str]]:
     return found
 
 
-def test_agent_works_through_squid_with_basic_auth_and_no_poll_is_cut(server, front, squid, certs, tmp_path):  # noqa: F811
+def test_agent_works_through_squid_with_basic_auth_and_no_poll_is_cut(server, front, squid, certs, tmp_path):
     agent = _agent(server, front, certs, squid.url, tmp_path, "proxied").start()
     try:
         result = call_tool("sse", server.url + "/sse", server.token, "run_shell_command",
@@ -113,7 +113,7 @@ def test_squid_refuses_everything_but_an_authenticated_connect_to_the_server(ser
     assert classify(elsewhere.value)[0] == "proxy_refused" and "403" in classify(elsewhere.value)[1]
 
 
-def test_a_poll_cut_by_the_proxy_is_polled_again_at_once_not_treated_as_an_outage(server, front, certs, tmp_path):  # noqa: F811
+def test_a_poll_cut_by_the_proxy_is_polled_again_at_once_not_treated_as_an_outage(server, front, certs, tmp_path):
     impatient = Squid(tmp_path / "squid", front.port, read_timeout_seconds=2).start()
     agent = _agent(server, front, certs, impatient.url, tmp_path, "cut").start()
     try:

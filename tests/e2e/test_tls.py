@@ -8,7 +8,7 @@ import pytest
 
 from tests.harness import PYTHON, ROOT, Agent, base_env, wait_for
 from tests.mcp_client import call_tool
-from tests.proxies import Nginx, agent_network_env, certs  # noqa: F401 (certs is a fixture)
+from tests.proxies import Nginx, agent_network_env
 
 
 @pytest.fixture(scope="module")
