@@ -117,7 +117,11 @@ tmp=$(umask 077; mktemp "$here/.env.XXXXXX")
   [ -n "$HTTPS_PROXY" ] && echo "HTTPS_PROXY=$HTTPS_PROXY"
   [ -n "$NO_PROXY" ] && echo "NO_PROXY=$NO_PROXY"
   [ -n "$CA_BUNDLE" ] && echo "CA_BUNDLE=$CA_BUNDLE"
-  true
+  # Keep every other setting of an existing file (policy, limits) as it was.
+  if [ -f "$env_file" ]; then
+    grep -v -E '^[[:space:]]*(export[[:space:]]+)?(RELAY_URL|AUTH_TOKEN|MACHINE_NAME|ALLOWED_ROOTS|HTTPS_PROXY|https_proxy|NO_PROXY|no_proxy|CA_BUNDLE|REQUESTS_CA_BUNDLE)=' "$env_file" \
+      | grep -v '^# Code Remote agent settings, written by agent/setup.sh' || true
+  fi
 } > "$tmp"
 chmod 600 "$tmp"
 mv -f "$tmp" "$env_file"

@@ -115,10 +115,11 @@ def test_setup_checks_the_answers_then_writes_an_env_file_only_the_user_can_read
     assert not any(line.startswith(("HTTPS_PROXY", "CA_BUNDLE")) for line in lines)
     assert live_server.token not in done.stderr + done.stdout
 
-    # Run again keeping every answer (Enter), as an upgrade would.
+    # Run again keeping every answer (Enter), as an upgrade would: settings setup does not ask about stay.
+    env_file.write_text(env_file.read_text() + "READ_ONLY=1\n")
     again = _setup(installed, "\n" * 7, home)
     assert again.returncode == 0, again.stderr
-    assert env_file.read_text().splitlines()[1:] == lines[1:]
+    assert env_file.read_text().splitlines()[1:] == lines[1:] + ["READ_ONLY=1"]
 
 
 def test_setup_service_installs_a_systemd_user_unit_carrying_proxy_and_ca(live_server, installed, tmp_path):
