@@ -24,13 +24,18 @@ def readme_recipe() -> dict[str, str]:
     section = readme.split("## Agent API, with curl", 1)[1].split("\n## ", 1)[0]
     block = re.search(r"```sh\n(.*?)```", section, re.S)
     assert block, "the README's curl section has no ```sh block"
-    lines, key = {}, None
+    lines, key, in_comment = {}, None, False
     for line in block[1].splitlines():
         if line.startswith("#"):
-            key = line.lstrip("# ").split(":")[0].split()[0]
+            if not in_comment:  # the first line of a comment names the step; the rest explain it
+                key = line.lstrip("# ").split(":")[0].split()[0]
+            in_comment = True
         elif line.strip():
             assert key and key not in lines, f"one command per comment expected, at: {line}"
             lines[key] = line
+            in_comment = False
+        else:
+            in_comment = False
     return lines
 
 
@@ -42,7 +47,7 @@ def bash(line: str, env: dict[str, str], *, then: str = "") -> str:
 
 def test_the_readme_curl_recipe_runs_as_written(live_server: Server):
     recipe = readme_recipe()
-    assert set(recipe) == {"register", "poll", "start", "result", "the"}, recipe.keys()
+    assert set(recipe) - {"output"} == {"register", "poll", "start", "result", "the"}, recipe.keys()
     env = base_env(RELAY_URL=live_server.url, AUTH_TOKEN=live_server.token)
 
     env["TOKEN"] = bash(recipe["register"], env, then='; printf %s "$TOKEN"')
@@ -62,6 +67,9 @@ def test_the_readme_curl_recipe_runs_as_written(live_server: Server):
     env["COMMAND_ID"] = command["id"]
 
     assert json.loads(bash(recipe["start"], env))["state"] == "running"
+    if "output" in recipe:
+        progress = json.loads(bash(recipe["output"], env))
+        assert "error" not in progress, progress
     assert json.loads(bash(recipe["result"], env)) == {"id": command["id"], "state": "succeeded", "duplicate": False}
     assert json.loads(bash(recipe["result"], env))["duplicate"] is True
 
