@@ -28,6 +28,7 @@ import json
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -75,6 +76,16 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU of a process and of the children it has waited for (the agent's shells)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return sum(int(f) for f in fields[11:15]) / CLOCK_TICKS
+
+
+def revision() -> str:
+    """The commit benchmarked, marked when the work tree has changes, so runs can be compared."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "no git checkout"
+    return commit + (" with local changes" if dirty else "")
 
 
 def gunicorn_worker(master_pid: int) -> int:
@@ -330,7 +341,7 @@ def main() -> int:
         rows = [(t, c, n) for t in transports for c in clients for n in levels]
         rss_before = proc_field(worker, "VmRSS")
         load_before = os.getloadavg()
-        print(f"{os.cpu_count()} CPUs, load {load_before[0]:.2f}; {args.calls} calls per row, "
+        print(f"code-remote {revision()}; {os.cpu_count()} CPUs, load {load_before[0]:.2f}; {args.calls} calls per row, "
               f"{args.repeat} repeats, {args.database}, access log {args.access_log}; server worker pid {worker} "
               f"(RSS {rss_before / 1024:.1f} MB), agent pid {agent_pid}")
         results: dict[tuple, list[dict[str, Any]]] = {row: [] for row in rows}
