@@ -25,6 +25,10 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+import select
+import socket
+import ssl
+from collections.abc import Callable
 from typing import Any
 
 from flask import Blueprint, Response, request
@@ -104,10 +108,28 @@ def poll():
     raw_limit = request.args.get("limit", str(MAX_POLL_BATCH))
     if not raw_limit.isdigit():
         raise errors.BadRequest(f"limit must be a whole number, got {raw_limit!r}", code="invalid_limit")
-    commands = svc.relay.poll(machine, wait, min(int(raw_limit), MAX_POLL_BATCH))
+    commands = svc.relay.poll(machine, wait, min(int(raw_limit), MAX_POLL_BATCH), gone=_hung_up())
     if not commands:
         return Response(status=204)
     return json_response({"commands": [_wire(c) for c in commands]})
+
+
+def _hung_up() -> Callable[[], bool] | None:
+    """For a held poll: whether the agent has closed its connection. It sends nothing while it
+    waits, so a readable socket means end of file. Without this check a dead poll (a stopped or
+    crashed agent) kept its machine online for the whole hold and leased commands into the void."""
+    sock = request.environ.get("gunicorn.socket")
+    if sock is None or isinstance(sock, ssl.SSLSocket):  # TLS framing hides a plain end of file
+        return None
+
+    def hung_up() -> bool:
+        try:
+            readable, _, _ = select.select([sock], [], [], 0)
+            return bool(readable) and sock.recv(1, socket.MSG_PEEK) == b""
+        except (OSError, ValueError):
+            return True
+
+    return hung_up
 
 
 def _wire(command: Command) -> dict[str, Any]:

@@ -36,7 +36,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from web import errors
 from web.config import Config
@@ -183,8 +183,11 @@ class Relay(Machines):
 
     # --- the agent's side ---------------------------------------------------------------------
 
-    def poll(self, machine: str, wait_seconds: float, limit: int = 16) -> list[Command]:
-        """Lease the machine's queued commands, waiting up to `wait_seconds` for one to arrive."""
+    def poll(self, machine: str, wait_seconds: float, limit: int = 16, *, gone: Callable[[], bool] | None = None) -> list[Command]:
+        """Lease the machine's queued commands, waiting up to `wait_seconds` for one to arrive.
+
+        `gone` tells whether the polling agent has hung up: a dead poll then ends before it can
+        lease anything, and stops counting the machine as online."""
         deadline = time.monotonic() + wait_seconds
         condition = self._condition(machine)
         registration = self._registrations[machine]
@@ -194,8 +197,8 @@ class Relay(Machines):
             while True:
                 with condition:
                     generation = self._machine_generation[machine]
-                if self._registrations[machine] != registration:
-                    return []  # superseded by a newer registration of this machine
+                if self._registrations[machine] != registration or (gone is not None and gone()):
+                    return []  # superseded by a newer registration of this machine, or hung up
                 self.sweep_soon()
                 leased = self.claim(machine, limit) if limit > 0 else []
                 remaining = deadline - time.monotonic()

@@ -128,9 +128,10 @@ def _started(server: Server) -> bool:
 
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory):
-    """A server of its own with two agents, 'ant' and 'bee'; machines go offline 1 s after their last poll."""
+    """A server of its own with two agents, 'ant' and 'bee'; machines go offline 1 s after their last
+    poll ends. Polls are held the default 25 s: a stopped agent's poll must not outlive it."""
     workdir = tmp_path_factory.mktemp("fleet")
-    server = Server(workdir / "server", env={"OFFLINE_AFTER_SECONDS": "1", "POLL_TIMEOUT_SECONDS": "2"}).start()
+    server = Server(workdir / "server", env={"OFFLINE_AFTER_SECONDS": "1"}).start()
     agents = {
         "ant": Agent(server, workdir, "ant").start(),
         "bee": Agent(server, workdir, "bee", env={"MAX_OUTPUT_BYTES": "1000"}).start(),
@@ -181,7 +182,7 @@ def test_a_stopped_agent_shows_offline_and_calls_to_it_fail_precisely(fleet):
     bee = agents["bee"]
     bee.stop()
     try:
-        wait_for(lambda: online(server) == {"ant": True, "bee": False}, timeout=30, interval=0.5, what="bee to show offline")
+        wait_for(lambda: online(server) == {"ant": True, "bee": False}, timeout=10, interval=0.5, what="bee to show offline")
         result = call(server, "run_shell_command", {"command": "echo hi", "machine": "bee"})
         assert result["is_error"] and "machine 'bee' is offline" in result["text"]
         alone = call(server, "run_shell_command", {"command": "echo $HOME"})

@@ -204,3 +204,12 @@ def test_a_new_registration_leaves_running_commands_alone(relay):
     relay.start("box", relay.claim("box")[0].id, 1)
     relay.register("box", hostname="h", os_name="Linux", version="0.1.0", roots=["/tmp"])
     assert relay.claim("box") == [] and relay.find(command.id).state == RUNNING
+
+
+def test_a_poll_whose_agent_hung_up_ends_without_leasing_and_the_machine_can_go_offline(relay):
+    relay.config = replace_config(relay.config, offline_after_seconds=0.2)
+    command = submit(relay)
+    assert relay.poll("box", 30, gone=lambda: True) == []
+    assert relay.find(command.id).state == QUEUED
+    wait_for(lambda: not relay.is_online(relay.machine("box")), what="the machine to go offline")
+    assert [c.id for c in relay.poll("box", 0, gone=lambda: False)] == [command.id]
