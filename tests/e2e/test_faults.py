@@ -140,23 +140,23 @@ def test_server_killed_with_commands_queued_leased_and_running_loses_and_repeats
 
 def test_agent_killed_mid_command_delivers_finished_results_and_reports_the_rest_lost(rig_factory):
     rig = rig_factory({"LOST_AFTER_SECONDS": "30"})
-    pidfile = rig.agent.scratch / "u1.pid"
+    pidfile, shellfile = rig.agent.scratch / "u1.pid", rig.agent.scratch / "u1-shell.pid"
     rig.submit("F1", "sleep 5")
     rig.submit("F2", "sleep 5")
-    rig.submit("U1", f"sleep 300 & echo $! > {pidfile}; wait")
+    rig.submit("U1", f"echo $$ > {shellfile}; sleep 300 & echo $! > {pidfile}; wait")
     wait_for(lambda: rig.runs("F1") and rig.runs("F2") and pidfile.exists() and pidfile.read_text().strip(), what="all three running")
-    sleeper = int(pidfile.read_text())
+    sleeper, shell = int(pidfile.read_text()), int(shellfile.read_text())
     rig.proxy.stop()  # F1 and F2 finish while the agent cannot reach the server
     wait_for(lambda: rig.outbox_size() == 2, timeout=15, what="F1 and F2 results in the outbox")
     os.kill(rig.agent.process.proc.pid, signal.SIGKILL)
     rig.agent.process.stop()
-    assert alive(sleeper)  # an orphan, until the agent comes back
+    assert alive(sleeper) and alive(shell)  # orphans, until the agent comes back
 
     rig.proxy.start()
     rig.agent.start()
     names = ["F1", "F2", "U1"]
     states = wait_for(lambda: rig.all_terminal(names), timeout=30, what="every command terminal")
-    wait_for(lambda: not alive(sleeper), timeout=10, what="the orphaned sleep reaped")
+    wait_for(lambda: not alive(sleeper) and not alive(shell), timeout=10, what="the orphaned group reaped")
     runs = {n: rig.runs(n) for n in names}
     report("agent kill -9", after=states, runs=runs, outbox_left=rig.outbox_size(), orphan_alive=alive(sleeper))
     assert states == {"F1": "succeeded", "F2": "succeeded", "U1": "lost"}
