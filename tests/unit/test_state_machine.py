@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import replace_config
+from tests.harness import TOKEN
 from web import errors, output
 from web.models import (
     CANCELLED,
@@ -192,3 +193,28 @@ def test_a_running_command_is_reported_as_unknown_and_maybe_still_running(servic
     page = services.toolbox.call("get_command_output", {"command_id": command.id}, CallContext()).content[0].text
     assert "running" in page and "halfway" in page and "still running" in page
 
+
+
+@pytest.mark.parametrize(
+    "body, code",
+    [
+        ({"chunks": [{"stream": "stdin", "offset": 0, "data": ""}]}, "invalid_chunk"),
+        ({"chunks": [{"stream": "stdout", "offset": -1, "data": ""}]}, "invalid_chunk"),
+        ({"chunks": [{"stream": "stdout", "offset": 0, "data": "not base64!"}]}, "invalid_chunk"),
+        ({"chunks": "x"}, "invalid_body"),
+        ([], "invalid_body"),
+    ],
+    ids=["unknown-stream", "negative-offset", "not-base64", "chunks-not-a-list", "not-an-object"],
+)
+def test_bad_output_posts_get_a_precise_error_and_change_nothing(app, client, relay, body, code):
+    command = running(relay)
+    token = client.post("/api/agent/register", json={"machine": "box"}, headers={"Authorization": f"Bearer {TOKEN}"}).get_json()["token"]
+    response = client.post(f"/api/agent/commands/{command.id}/output", json=body, headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 400 and response.get_json()["error"]["code"] == code
+    assert relay.get(command.id).output is None
+
+
+def test_reconcile_needs_a_list_of_ids(client, relay):
+    token = client.post("/api/agent/register", json={"machine": "box"}, headers={"Authorization": f"Bearer {TOKEN}"}).get_json()["token"]
+    response = client.post("/api/agent/reconcile", json={"keep": "all"}, headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 400 and response.get_json()["error"]["code"] == "invalid_body"
