@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import threading
 from pathlib import Path
 from typing import Any
@@ -215,4 +216,36 @@ def test_an_agent_restarted_while_its_poll_is_still_held_gets_the_next_call(tmp_
             assert not result["is_error"] and f"call-{n}" in result["text"], result["text"]
     finally:
         agent.stop()
+        server.stop()
+
+
+def test_an_agent_rides_out_a_server_restart_logging_the_outage_and_the_recovery_once(tmp_path):
+    server = Server(tmp_path / "server").start()
+    agent = Agent(server, tmp_path, "box", env={"BACKOFF_MAX_SECONDS": "0.5"}).start()
+    try:
+        server.stop()
+        # While the server is down, its port answers every connection by closing it: count the retries.
+        attempts = []
+        with socket.create_server(("127.0.0.1", server.port)) as listener:
+            listener.settimeout(0.2)
+
+            def refuse() -> int:
+                try:
+                    connection, _ = listener.accept()
+                except TimeoutError:
+                    return len(attempts)
+                connection.close()
+                attempts.append(1)
+                return len(attempts)
+
+            wait_for(lambda: refuse() >= 4, timeout=30, interval=0, what="the agent to retry during the outage")
+        server.start()
+        result = call(server, "run_shell_command", {"command": "echo after the restart"})
+        assert not result["is_error"] and "after the restart" in result["text"]
+        # The recovery is logged when the first poll after the outage returns (here: with the command).
+        wait_for(lambda: "reconnected to" in agent.process.log(), timeout=10, what="the recovery to be logged")
+        log = agent.process.log()
+        assert log.count("lost contact with") == 1 and log.count("reconnected to") == 1
+    finally:
+        assert agent.stop() == 0, "SIGTERM is a clean exit"
         server.stop()
