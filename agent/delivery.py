@@ -6,8 +6,8 @@ new output, the empty send is the command's heartbeat). The server answers how f
 and whether the command was cancelled; the streamer trusts that answer, so a lost reply only means the
 same bytes are sent again, and stored once.
 
-When the command ends, its result goes to the on-disk outbox first; `Delivery.deliver` then sends any
-output the server lacks and posts the result, and only the server's acknowledgement removes it. What
+When the command ends, its result goes to the on-disk outbox first, with the output inside it when
+small; `Delivery.deliver` then sends any (larger) output the server lacks and posts the result, and only the server's acknowledgement removes it. What
 cannot be delivered now is retried later, after a restart too, with the same body.
 """
 
@@ -25,6 +25,8 @@ from agent.client import RelayClient, RelayError
 from agent.outbox import STREAMS, StateDir
 
 log = logging.getLogger(__name__)
+# Output up to this size rides in the result's own post (and its outbox entry).
+INLINE_OUTPUT_BYTES = 64 * 1024
 
 
 class Delivery:
@@ -57,6 +59,21 @@ class Delivery:
             except FileNotFoundError:
                 pass
         return reply, remaining
+
+    def inline_output(self, command_id: str, body: dict[str, Any]) -> bool:
+        """Put a small output into the result body itself (one post instead of three); False when it
+        is too big and must be streamed."""
+        paths = self.state.spool_paths(command_id)
+        sizes = {s: os.path.getsize(p) if os.path.exists(p) else 0 for s, p in paths.items()}
+        if sum(sizes.values()) > INLINE_OUTPUT_BYTES:
+            return False
+        chunks = []
+        for stream in STREAMS:
+            if sizes[stream]:
+                with open(paths[stream], "rb") as handle:
+                    chunks.append({"stream": stream, "offset": 0, "data": base64.b64encode(handle.read()).decode("ascii")})
+        body["output"] = chunks
+        return True
 
     def sync(self, command_id: str) -> None:
         """Send all spooled output the server lacks; raises on network trouble."""

@@ -23,12 +23,14 @@ log = logging.getLogger(__name__)
 STREAMS = ("stdout", "stderr")
 
 
-def _write_atomic(path: str, data: dict[str, Any]) -> None:
+def _write_atomic(path: str, data: dict[str, Any], *, durable: bool = True) -> None:
+    """Write a whole file or nothing; `durable` also survives a power cut (fsync), not only a kill."""
     temporary = f"{path}.tmp"
     with open(temporary, "w", encoding="utf-8") as handle:
         json.dump(data, handle)
         handle.flush()
-        os.fsync(handle.fileno())
+        if durable:
+            os.fsync(handle.fileno())
     os.replace(temporary, path)
 
 
@@ -101,7 +103,9 @@ class StateDir:
     # --- running process groups ---------------------------------------------------------------
 
     def record_running(self, command_id: str, pgid: int, start_ticks: int | None) -> None:
-        _write_atomic(os.path.join(self.running_dir, f"{command_id}.json"), {"id": command_id, "pgid": pgid, "start_ticks": start_ticks})
+        # Not fsynced: after a power cut there are no process groups left to reap.
+        record = {"id": command_id, "pgid": pgid, "start_ticks": start_ticks}
+        _write_atomic(os.path.join(self.running_dir, f"{command_id}.json"), record, durable=False)
 
     def finished_running(self, command_id: str) -> None:
         try:

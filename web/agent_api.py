@@ -14,7 +14,8 @@ once, or again with the same body if it cannot tell whether the first post lande
 acknowledged, never applied twice). While a command runs, the agent posts its output to `output` in
 chunks with byte offsets (a repeat is stored once; the answer says how far the server has it), at least
 every few seconds even with no new output: that is the command's heartbeat, and its answer carries
-`cancel: true` once the command was cancelled. `poll?limit=N` leases at most N commands (the agent's
+`cancel: true` once the command was cancelled. A result may carry the command's (small) output
+as `output` chunks of the same shape, saving the separate posts. `poll?limit=N` leases at most N commands (the agent's
 free slots). A restarted agent calls `reconcile` with the commands it still holds (running or with a
 result in its outbox); the machine's other running commands become `lost`. docs/ARCHITECTURE.md has
 the whole contract.
@@ -174,6 +175,7 @@ def post_result(command_id: str):
         command_id,
         _string(body, "status", 32),
         result,
+        chunks=_chunks(body.get("output", [])),
         exit_code=exit_code,
         error_code=str(error.get("code", ""))[:64] or None,
         error_message=str(error.get("message", ""))[:4096] or None,
@@ -187,6 +189,11 @@ def post_output(command_id: str):
     svc = services()
     body = read_json(svc.config.max_request_bytes * 2)
     chunks = body.get("chunks", []) if isinstance(body, dict) else None
+    return json_response(svc.relay.progress(machine, command_id, _chunks(chunks)))
+
+
+def _chunks(chunks: Any) -> list[tuple[str, int, bytes]]:
+    """Output chunks as (stream, offset, bytes), or a precise 400."""
     if not isinstance(chunks, list) or len(chunks) > 16:
         raise errors.BadRequest("body must be {\"chunks\": [...]} with at most 16 chunks", code="invalid_body")
     decoded = []
@@ -201,7 +208,7 @@ def post_output(command_id: str):
         except (binascii.Error, TypeError, ValueError):
             raise errors.BadRequest("each chunk's 'data' must be base64", code="invalid_chunk") from None
         decoded.append((chunk["stream"], offset, data))
-    return json_response(svc.relay.progress(machine, command_id, decoded))
+    return decoded
 
 
 @bp.post("/reconcile")

@@ -275,8 +275,9 @@ class Relay(Machines):
         cancel = command.cancel_requested_at is not None or command.state in (CANCELLED, EXPIRED)
         return {"received": received, "cancel": cancel, "state": command.state}
 
-    def complete(self, machine: str, command_id: str, state: str, result: dict | None, *, exit_code: int | None = None, error_code: str | None = None, error_message: str | None = None) -> tuple[Command, bool]:
-        """Record a command's outcome. Idempotent: a repeat is acknowledged and not applied again.
+    def complete(self, machine: str, command_id: str, state: str, result: dict | None, *, exit_code: int | None = None, error_code: str | None = None, error_message: str | None = None, chunks: list | None = None) -> tuple[Command, bool]:
+        """Record a command's outcome, and the output `chunks` that come with it, in one transaction.
+        Idempotent: a repeat is acknowledged and not applied again.
 
         Returns the command and whether this call changed it. A result for a `lost` command replaces
         the unknown outcome with the real one.
@@ -292,6 +293,8 @@ class Relay(Machines):
                     f"command {command_id} is {command.state}: confirm it with start before posting a result",
                     code="not_started",
                 )
+            if chunks:
+                self.output.append(command, chunks)
             detail = "result" if command.state == RUNNING else "late result replaces the unknown outcome"
             transition(
                 command, state, "agent", detail,

@@ -218,3 +218,13 @@ def test_reconcile_needs_a_list_of_ids(client, relay):
     token = client.post("/api/agent/register", json={"machine": "box"}, headers={"Authorization": f"Bearer {TOKEN}"}).get_json()["token"]
     response = client.post("/api/agent/reconcile", json={"keep": "all"}, headers={"Authorization": f"Bearer {token}"})
     assert response.status_code == 400 and response.get_json()["error"]["code"] == "invalid_body"
+
+
+def test_a_result_may_carry_its_output_and_a_repeat_stores_it_once(relay):
+    command = running(relay)
+    relay.progress("box", command.id, [("stdout", 0, b"hel")])  # streamed before the end
+    for _ in range(2):
+        relay.complete("box", command.id, SUCCEEDED, {"exit_code": 0}, exit_code=0, chunks=[("stdout", 0, b"hello\n")])
+    finished = relay.get(command.id)
+    with db.connection_context():
+        assert relay.output.read(finished, "stdout", 0, 100) == b"hello\n"
