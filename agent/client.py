@@ -180,6 +180,8 @@ def classify(error: BaseException) -> tuple[str, str]:
     `unreachable`, `timeout`, `server` (an error answer) or `other`.
     """
     if isinstance(error, RelayError):
+        if error.status == 407:  # a proxy on the way to an http:// server, asking for credentials
+            return "proxy_refused", "the proxy answered 407 Proxy Authentication Required: put user:password in HTTPS_PROXY"
         return "server", str(error)
     chain = _causes(error)
     text = " | ".join(str(e) for e in chain)

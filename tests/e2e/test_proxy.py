@@ -180,3 +180,12 @@ def test_failures_are_classified_without_credentials():
         session.get("https://relay.example.com/health", proxies={"https": closed.replace("//", "//me:hunter2@")}, timeout=5)
     kind, reason = classify(via_proxy.value)
     assert kind == "unreachable" and "the proxy" in reason and "hunter2" not in reason
+
+
+def test_a_proxy_asking_for_credentials_on_plain_http_is_named_as_such(server, squid):
+    session = requests.Session()
+    session.trust_env = False
+    page = session.get(server.url + "/health", proxies={"http": f"http://127.0.0.1:{squid.port}"}, timeout=10)
+    assert page.status_code == 407
+    error = _error(page)
+    assert error.retryable and classify(error)[0] == "proxy_refused" and "407" in classify(error)[1]
