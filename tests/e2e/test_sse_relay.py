@@ -110,7 +110,7 @@ def test_a_long_command_does_not_hold_up_other_calls(live_server, live_agent):
         daemon=True,
     )
     waiter.start()
-    wait_for(lambda: any(r["status"] == "running" and "release" in str(r["arguments"]) for r in live_server.audit()) or _started(live_server), timeout=20, what="the slow command to start")
+    wait_for(lambda: _started(live_server), timeout=20, what="the slow call to arrive")
     quick = call(live_server, "run_shell_command", {"command": "echo quick"})
     assert not quick["is_error"] and "quick" in quick["text"]
     assert waiter.is_alive(), "the slow command should still be waiting for its release file"
@@ -120,8 +120,8 @@ def test_a_long_command_does_not_hold_up_other_calls(live_server, live_agent):
 
 
 def _started(server: Server) -> bool:
-    rows = [r for r in server.audit(limit=20) if r["tool"] == "run_shell_command" and "release" in r["arguments"].get("command", "")]
-    return bool(rows)
+    """The slow call has reached the server (its audit row is written on arrival)."""
+    return any(r["tool"] == "run_shell_command" and "release" in r["arguments"].get("command", "") for r in server.audit(limit=20))
 
 
 # --- several machines, agents stopping and coming back ---------------------------------------------
