@@ -67,8 +67,8 @@ class RawSse:
                 elif line == "" and data:
                     self.events.put((kind, "\n".join(data)))
                     kind, data = "message", []
-        except (OSError, ValueError, http.client.HTTPException):
-            pass  # closed by close()
+        except (OSError, ValueError, AttributeError, http.client.HTTPException):
+            pass  # closed by close(), possibly mid-read (http.client then trips over its own None)
 
     def post(self, body: Any, *, raw: bytes | None = None, headers: dict[str, str] | None = None) -> requests.Response:
         data = raw if raw is not None else json.dumps(body).encode()
