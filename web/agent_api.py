@@ -48,8 +48,8 @@ def _agent() -> str:
     """The machine named by this request's agent token, checked against revocation."""
     svc = services()
     name, generation = svc.agent_tokens.verify(request.headers.get("Authorization"))
-    machine = svc.relay.machine(name)
-    if machine is None or machine.token_generation != generation:
+    current = svc.relay.token_generation(name)
+    if current is None or current != generation:
         raise Unauthorized(f"agent token for {name!r} was revoked: register again", code="token_revoked")
     return name
 

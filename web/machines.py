@@ -2,17 +2,24 @@
 
 A machine is online while one of its polls is held, or for `offline_after_seconds` after its last one.
 `last_seen_at` is written to the database at most every LAST_SEEN_WRITE_SECONDS while it keeps polling.
+
+Every agent request checks its token's generation against the machine's. That check is answered from
+memory: a registration or revocation in this process updates it at once, and a generation read from
+the database is trusted for GENERATION_READ_SECONDS, so a revocation made by another server process
+takes effect there within that time (it was one SELECT per agent request).
 """
 
 from __future__ import annotations
 
 import collections
+import time
 
 from web import errors
 from web.config import Config
 from web.models import Machine, atomic_write, db, now
 
 LAST_SEEN_WRITE_SECONDS = 10.0
+GENERATION_READ_SECONDS = 1.0
 
 
 class Machines:
@@ -21,6 +28,11 @@ class Machines:
         self._polls: collections.Counter[str] = collections.Counter()
         self._seen_at: dict[str, float] = {}
         self._seen_written_at: dict[str, float] = {}
+        # name -> (token generation or None for no such machine, monotonic time it was read)
+        self._generations: dict[str, tuple[int | None, float]] = {}
+        # Every tool call picks a machine: the list is read at most every GENERATION_READ_SECONDS
+        # (and at once after a change here); online-ness comes from memory anyway.
+        self._listed: tuple[list[Machine], float] | None = None
 
     def register(self, name: str, *, hostname: str, os_name: str, version: str, roots: list[str]) -> Machine:
         """Create or refresh a machine's record when its agent (re)registers."""
@@ -32,6 +44,8 @@ class Machines:
             machine.roots = roots
             machine.last_seen_at = now()
             machine.save()
+        self._generations[name] = (machine.token_generation, time.monotonic())
+        self._listed = None
         self._touch(name, force=True)
         return machine
 
@@ -47,11 +61,31 @@ class Machines:
                 raise errors.NotFound(f"no machine named {name!r}", code="unknown_machine")
             machine.token_generation += 1
             machine.save()
+        self._generations[name] = (machine.token_generation, time.monotonic())
+        self._listed = None
         return machine
 
-    def machines(self) -> list[Machine]:
+    def token_generation(self, name: str) -> int | None:
+        """The machine's current token generation (None: no such machine), from memory when fresh."""
+        cached = self._generations.get(name)
+        if cached is not None and time.monotonic() - cached[1] < GENERATION_READ_SECONDS:
+            return cached[0]
         with db.connection_context():
-            return list(Machine.select().order_by(Machine.name))
+            row = Machine.select(Machine.token_generation).where(Machine.name == name).first()
+        generation = None if row is None else row.token_generation
+        if len(self._generations) > 10000:
+            self._generations.clear()
+        self._generations[name] = (generation, time.monotonic())
+        return generation
+
+    def machines(self) -> list[Machine]:
+        listed = self._listed
+        if listed is not None and time.monotonic() - listed[1] < GENERATION_READ_SECONDS:
+            return list(listed[0])
+        with db.connection_context():
+            machines = list(Machine.select().order_by(Machine.name))
+        self._listed = (machines, time.monotonic())
+        return list(machines)
 
     def is_online(self, machine: Machine) -> bool:
         if self._polls[machine.name] > 0:
