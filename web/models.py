@@ -166,6 +166,9 @@ class Command(BaseModel):
 
     class Meta:
         table_name = "command"
+        # A transition changes a few columns: write only those (assign a JSON field anew, never
+        # mutate it in place, or the change is not seen).
+        only_save_dirty = True
 
 
 class CommandOutput(BaseModel):

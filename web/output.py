@@ -11,9 +11,14 @@ for what was left out and how to page to it with `get_command_output`; nothing i
 
 from __future__ import annotations
 
+import collections
+
 from web.models import Command, CommandOutput, db
 
 STREAMS = ("stdout", "stderr")
+# Whole small outputs this process just stored, kept to answer the waiting call without reading
+# them back; stored output never changes, so a copy cannot go stale.
+RECENT_OUTPUTS = 128
 
 
 def _meta(command: Command) -> dict:
@@ -34,6 +39,16 @@ def stored(command: Command, stream: str) -> int:
 class OutputStore:
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
+        self._recent: collections.OrderedDict[str, dict[str, bytes]] = collections.OrderedDict()
+
+    def remember(self, command: Command, chunks: list[tuple[str, int, bytes]]) -> None:
+        """Keep a copy of a command's whole output, stored (committed) in one go from offset 0."""
+        whole = {stream: data for stream, offset, data in chunks if offset == 0}
+        if len(whole) != len(chunks) or any(stored(command, s) != len(whole.get(s, b"")) for s in STREAMS):
+            return  # not the whole output, or cut by the cap: read it from the database
+        self._recent[command.id] = whole
+        while len(self._recent) > RECENT_OUTPUTS:
+            self._recent.popitem(last=False)
 
     def append(self, command: Command, chunks: list[tuple[str, int, bytes]]) -> bool:
         """Store the new part of each (stream, offset, data) chunk; call in a transaction, then save
@@ -59,6 +74,9 @@ class OutputStore:
 
     def read(self, command: Command, stream: str, start: int, end: int) -> bytes:
         """Stored bytes [start, end) of one stream."""
+        recent = self._recent.get(command.id)
+        if recent is not None:
+            return recent.get(stream, b"")[start:end]
         if db.is_closed():
             with db.connection_context():
                 return self._read(command, stream, start, end)

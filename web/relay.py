@@ -93,6 +93,8 @@ class Relay(Machines):
         self._machine_changed: dict[str, threading.Condition] = {}
         self._machine_generation: collections.Counter[str] = collections.Counter()
         self._command_changed: dict[str, threading.Event] = {}
+        # command id -> its record as last committed by this process, for the waiters it wakes
+        self._snapshots: dict[str, Command] = {}
         self._registrations: collections.Counter[str] = collections.Counter()
         self._swept_at = 0.0
 
@@ -150,17 +152,20 @@ class Relay(Machines):
         """
         deadline = time.monotonic() + timeout_seconds
         changed = self._changed(command_id)
-        while True:
-            changed.clear()
-            self.sweep_soon()
-            command = self.get(command_id)
-            if command.state in TERMINAL_STATES:
-                return command
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return command
-            if changed.wait(min(remaining, RECHECK_SECONDS)) and on_change is not None:
-                on_change(self.get(command_id))
+        try:
+            while True:
+                changed.clear()
+                self.sweep_soon()
+                command = self._latest(command_id)
+                if command.state in TERMINAL_STATES:
+                    return command
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return command
+                if changed.wait(min(remaining, RECHECK_SECONDS)) and on_change is not None:
+                    on_change(self._snapshots.get(command_id) or self.get(command_id))
+        finally:
+            self._snapshots.pop(command_id, None)  # a result may be large: keep none past its waiter
 
     def cancel(self, command_id: str, *, actor: str = "client", reason: str = "") -> Command:
         """Cancel a command: at once if it has not started, else ask its agent to end it."""
@@ -214,39 +219,62 @@ class Relay(Machines):
     def claim(self, machine: str, limit: int = 16) -> list[Command]:
         """Lease up to `limit` commands: queued ones, and leased ones whose lease ran out unconfirmed."""
         t = now()
-        with db.connection_context(), atomic_write():
-            ready = (Command.state == QUEUED) | ((Command.state == LEASED) & (Command.lease_expires_at < t))
-            commands = list(
-                Command.select()
-                .where((Command.machine == machine) & ready & ((Command.start_by_at.is_null()) | (Command.start_by_at > t)))
-                .order_by(Command.created_at)
-                .limit(limit)
-            )
-            for command in commands:
-                again = command.state == LEASED
-                transition(
-                    command, LEASED, "server", f"lease {command.lease_count + 1}" + (" (previous lease ran out unconfirmed)" if again else ""),
-                    leased_at=t, lease_expires_at=t + self.config.lease_seconds, lease_count=command.lease_count + 1,
+        ready = (Command.state == QUEUED) | ((Command.state == LEASED) & (Command.lease_expires_at < t))
+        query = (
+            Command.select()
+            .where((Command.machine == machine) & ready & ((Command.start_by_at.is_null()) | (Command.start_by_at > t)))
+            .order_by(Command.created_at)
+            .limit(limit)
+        )
+        with db.connection_context():
+            # Most polls find nothing: look first, and take the write lock only to lease.
+            if not query.exists():
+                return []
+            with atomic_write():
+                # One statement leases them all (`ready` again, so PostgreSQL re-checks a row another
+                # process leased meanwhile). A lease number above 1 means an earlier lease ran out
+                # unconfirmed: only submit makes a command queued.
+                commands = list(
+                    Command.update(state=LEASED, leased_at=t, lease_expires_at=t + self.config.lease_seconds, lease_count=Command.lease_count + 1)
+                    .where(Command.id.in_(query.select(Command.id)) & ready)
+                    .returning(Command)
                 )
-                command.save()
+                if commands:
+                    CommandEvent.insert_many(
+                        [
+                            {
+                                "command_id": c.id, "at": t, "from_state": QUEUED if c.lease_count == 1 else LEASED, "to_state": LEASED,
+                                "actor": "server", "detail": f"lease {c.lease_count}" + ("" if c.lease_count == 1 else " (previous lease ran out unconfirmed)"),
+                            }
+                            for c in commands
+                        ]
+                    ).execute()
+        commands.sort(key=lambda c: c.created_at)
         return commands
 
     def start(self, machine: str, command_id: str, lease: int) -> Command:
         """The agent confirms it is about to run the command under lease number `lease`."""
+        t = now()
         with db.connection_context(), atomic_write():
+            # The usual case in one statement: still leased to this agent under this lease.
+            started = list(
+                Command.update(state=RUNNING, started_at=t, heartbeat_at=t)
+                .where((Command.id == command_id) & (Command.machine == machine) & (Command.state == LEASED) & (Command.lease_count == lease))
+                .returning(Command)
+            )
+            if started:
+                CommandEvent.create(command_id=command_id, at=t, from_state=LEASED, to_state=RUNNING, actor="agent", detail=f"started under lease {lease}")
+                return started[0]
             command = self._owned(machine, command_id)
             if command.state == RUNNING and command.lease_count == lease:
                 return command  # a repeated confirmation of the same lease
-            if command.state != LEASED or command.lease_count != lease:
-                raise errors.Conflict(
-                    f"command {command_id} is {command.state} under lease {command.lease_count}, "
-                    f"not leased to you under lease {lease}: do not run it",
-                    code="lease_lost",
-                )
-            t = now()
-            transition(command, RUNNING, "agent", f"started under lease {lease}", started_at=t, heartbeat_at=t)
-            command.save()
-        self._signal(command_id)
+            raise errors.Conflict(
+                f"command {command_id} is {command.state} under lease {command.lease_count}, "
+                f"not leased to you under lease {lease}: do not run it",
+                code="lease_lost",
+            )
+        # No wake-up: a waiter acts only on output and on the outcome, and re-reading the row for
+        # nothing was a tenth of a relayed call's server time.
         return command
 
     def progress(self, machine: str, command_id: str, chunks: list[dict]) -> dict:
@@ -270,7 +298,7 @@ class Relay(Machines):
                     if stored or due:
                         command.save()
         if stored:
-            self._signal(command_id)
+            self._signal(command_id, command)
         received = {s: (command.output or {}).get(s, {}).get("received", 0) for s in STREAMS}
         cancel = command.cancel_requested_at is not None or command.state in (CANCELLED, EXPIRED)
         return {"received": received, "cancel": cancel, "state": command.state}
@@ -301,7 +329,9 @@ class Relay(Machines):
                 result=result, exit_code=exit_code, error_code=error_code, error_message=error_message, finished_at=now(),
             )
             command.save()
-        self._signal(command_id)
+        if chunks:
+            self.output.remember(command, chunks)
+        self._signal(command_id, command)
         return command, True
 
     def reconcile(self, machine: str, keep: Iterable[str]) -> list[str]:
@@ -398,14 +428,27 @@ class Relay(Machines):
             if event is None:
                 if len(self._command_changed) > 10000:
                     self._command_changed.clear()
+                    self._snapshots.clear()
                 event = self._command_changed[command_id] = threading.Event()
             return event
 
-    def _signal(self, command_id: str) -> None:
+    def _signal(self, command_id: str, command: Command | None = None) -> None:
+        """Wake the command's waiters; `command`, just committed, spares them re-reading it."""
         with self._lock:
             event = self._command_changed.get(command_id)
         if event is not None:
+            if command is not None:
+                self._snapshots[command_id] = command
             event.set()
+
+    def _latest(self, command_id: str) -> Command:
+        """The command's latest record: the one handed over by `_signal` when it is final (a final
+        state never changes again, but for `lost`), else read from the database, which also sees
+        changes made by other server processes."""
+        command = self._snapshots.get(command_id)
+        if command is not None and command.state in TERMINAL_STATES and command.state != LOST:
+            return command
+        return self.get(command_id)
 
     def _condition(self, machine: str) -> threading.Condition:
         with self._lock:
