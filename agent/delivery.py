@@ -33,6 +33,8 @@ class Delivery:
     def __init__(self, client: RelayClient, state: StateDir, chunk_bytes: int) -> None:
         self.client, self.state, self.chunk_bytes = client, state, chunk_bytes
         self._lock = threading.Lock()  # one flush at a time
+        # command id -> how far the server acknowledged each stream, learnt while streaming it
+        self._acked: dict[str, dict[str, int]] = {}
 
     def send_once(self, command_id: str, acked: dict[str, int]) -> tuple[dict[str, Any], bool]:
         """Send at most one chunk per stream (none: a heartbeat). Updates `acked` from the server's
@@ -52,6 +54,7 @@ class Delivery:
         reply = self.client.post_output(command_id, chunks)
         for stream in STREAMS:
             acked[stream] = int(reply.get("received", {}).get(stream, acked[stream]))
+        self._acked[command_id] = dict(acked)
         remaining = False
         for stream in STREAMS:
             try:
@@ -77,9 +80,12 @@ class Delivery:
 
     def sync(self, command_id: str) -> None:
         """Send all spooled output the server lacks; raises on network trouble."""
-        # An empty send first learns how far the server already has each stream.
-        reply = self.client.post_output(command_id, [])
-        acked = {stream: int(reply.get("received", {}).get(stream, 0)) for stream in STREAMS}
+        acked = self._acked.get(command_id)
+        if acked is None:
+            # Nothing streamed by this process: an empty send first learns how far the server has each stream.
+            reply = self.client.post_output(command_id, [])
+            acked = {stream: int(reply.get("received", {}).get(stream, 0)) for stream in STREAMS}
+        acked = dict(acked)
         remaining = True
         while remaining:
             _, remaining = self.send_once(command_id, acked)
@@ -98,12 +104,14 @@ class Delivery:
                 return False
             log.error("result of %s refused for good, dropped: %s", command_id[:8], error)
             self.state.done(command_id)
+            self._acked.pop(command_id, None)
             return True
         except requests.RequestException as error:
             log.info("result of %s not delivered yet: %s", command_id[:8], type(error).__name__)
             return False
         log.info("result of %s delivered (%s%s)", command_id[:8], reply.get("state"), ", a repeat" if reply.get("duplicate") else "")
         self.state.done(command_id)
+        self._acked.pop(command_id, None)
         return True
 
     def flush(self) -> int:
