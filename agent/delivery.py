@@ -17,6 +17,7 @@ import base64
 import logging
 import os
 import threading
+import time
 from typing import Any
 
 import requests
@@ -121,16 +122,26 @@ class Delivery:
 
 
 class OutputStreamer(threading.Thread):
-    """Streams one running command's output and heartbeat; sets `cancel` when the server says so."""
+    """Streams one running command's output and heartbeat; sets `cancel` when the server says so.
+
+    Its first send is due `interval` after the command started, so it is started only then (`tick`,
+    from the command's thread): a quick command never costs a thread."""
 
     def __init__(self, delivery: Delivery, command_id: str, cancel: threading.Event, interval: float) -> None:
         super().__init__(name=f"output-{command_id[:8]}", daemon=True)
         self.delivery, self.command_id, self.cancel, self.interval = delivery, command_id, cancel, interval
         self.finished = threading.Event()
+        self._due_at = time.monotonic() + interval
+
+    def tick(self) -> None:
+        """Start streaming once the first send is due."""
+        if self._due_at is not None and time.monotonic() >= self._due_at:
+            self._due_at = None
+            self.start()
 
     def run(self) -> None:
         acked = {stream: 0 for stream in STREAMS}
-        remaining = False
+        remaining = True  # started when the first send is due: send at once
         while not self.finished.wait(0 if remaining else self.interval):
             try:
                 reply, remaining = self.delivery.send_once(self.command_id, acked)
@@ -144,4 +155,5 @@ class OutputStreamer(threading.Thread):
 
     def stop(self) -> None:
         self.finished.set()
-        self.join(timeout=35)
+        if self._due_at is None:
+            self.join(timeout=35)

@@ -214,7 +214,7 @@ class Agent:
                 "on_start": lambda pgid: self.state.record_running(command_id, pgid, reaper.start_ticks(pgid)),
             }
             streamer = OutputStreamer(self.delivery, command_id, cancel, self.config.progress_seconds)
-            streamer.start()
+            options["on_tick"] = streamer.tick
         try:
             body = operations.outcome(tool, command.get("arguments") or {}, float(command.get("timeout_seconds", 30)), self.config, self.policy, **options)
         finally:

@@ -85,11 +85,13 @@ def run(
     spool: dict[str, str] | None = None,
     cancel: threading.Event | None = None,
     on_start: Callable[[int], None] | None = None,
+    on_tick: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """Run `command`; return stdout, stderr, exit code, whether it timed out and how long it took.
 
     `spool` ({"stdout": path, "stderr": path}) sends output to files instead of the result;
-    `cancel` ends the process group when set; `on_start(pgid)` is called once it exists."""
+    `cancel` ends the process group when set; `on_start(pgid)` is called once it exists; `on_tick()`
+    is called at least every 0.2 s while the command runs when `cancel` is given."""
     if not os.path.isdir(cwd):
         raise OperationError("working_dir_not_found", f"working directory does not exist: {cwd}")
     started = time.monotonic()
@@ -140,6 +142,8 @@ def run(
             if term_sent_at is not None and t - term_sent_at >= kill_grace_seconds:
                 _kill_group(pgid, signal.SIGKILL)
             wait = 0.1 if (exited_at or term_sent_at) else max(0.0, min(deadline - t, 1.0 if cancel is None else 0.2))
+            if on_tick is not None:
+                on_tick()
             for key, _ in selector.select(timeout=wait):
                 try:
                     data = os.read(key.fd, READ_CHUNK)
@@ -155,6 +159,8 @@ def run(
         # command take 200 ms.
         step = 0.001
         while cancel is not None and term_sent_at is None and proc.poll() is None and time.monotonic() < deadline:
+            if on_tick is not None:
+                on_tick()
             if cancel.wait(step) and proc.poll() is None:
                 cancelled = True
                 term_sent_at = time.monotonic()
