@@ -80,7 +80,16 @@ class StateDir:
                 os.remove(path)
             except FileNotFoundError:
                 pass
-        shutil.rmtree(os.path.join(self.spool_dir, command_id), ignore_errors=True)
+        folder = os.path.join(self.spool_dir, command_id)
+        try:  # the usual spool, removed directly: rmtree costs several times more per command
+            for stream in STREAMS:
+                try:
+                    os.remove(os.path.join(folder, stream))
+                except FileNotFoundError:
+                    pass
+            os.rmdir(folder)
+        except OSError:
+            shutil.rmtree(folder, ignore_errors=True)
 
     # --- spools -------------------------------------------------------------------------------
 
