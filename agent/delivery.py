@@ -34,6 +34,9 @@ class Delivery:
     def __init__(self, client: RelayClient, state: StateDir, chunk_bytes: int) -> None:
         self.client, self.state, self.chunk_bytes = client, state, chunk_bytes
         self._lock = threading.Lock()  # one flush at a time
+        # Results being posted right now: the command's thread and a flush must not post one twice.
+        self._posting: set[str] = set()
+        self._posting_lock = threading.Lock()
         # command id -> how far the server acknowledged each stream, learnt while streaming it
         self._acked: dict[str, dict[str, int]] = {}
 
@@ -94,6 +97,20 @@ class Delivery:
     def deliver(self, entry: dict[str, Any]) -> bool:
         """Send an outbox entry's output and result. True when the server has it (or refused it for
         good); False when it must be tried again later."""
+        command_id = entry["id"]
+        with self._posting_lock:
+            if command_id in self._posting:
+                return False  # another thread is posting it: the retry finds it delivered
+            if not os.path.exists(os.path.join(self.state.outbox_dir, f"{command_id}.json")):
+                return True  # delivered by another thread since this entry was read
+            self._posting.add(command_id)
+        try:
+            return self._deliver(entry)
+        finally:
+            with self._posting_lock:
+                self._posting.discard(command_id)
+
+    def _deliver(self, entry: dict[str, Any]) -> bool:
         command_id = entry["id"]
         try:
             if entry.get("spooled"):
