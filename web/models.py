@@ -227,6 +227,15 @@ class ToolCall(BaseModel):
 MODELS = [Machine, Command, CommandOutput, CommandEvent, ToolCall]
 
 
+def transition(command: Command, to_state: str, actor: str, detail: str = "", **fields) -> None:
+    """Move `command` to `to_state` and log it; call inside the transaction that saves it."""
+    from_state = command.state or ""
+    command.state = to_state
+    for name, value in fields.items():
+        setattr(command, name, value)
+    CommandEvent.create(command_id=command.id, from_state=from_state, to_state=to_state, actor=actor, detail=detail[:1000])
+
+
 class OAuthClient(BaseModel):
     """A client registered through RFC 7591 dynamic registration (Claude.ai, Claude Code, ...)."""
 

@@ -19,12 +19,13 @@ state ever changes.
 
 While a command runs, the agent streams its output in chunks (`progress`), each with its byte offset,
 so a repeat is stored once; every progress call is also the command's heartbeat and tells the agent
-whether the command was cancelled. Expiry and loss are found by `sweep`, which the waits and polls
-run at most once a second; a restarted server counts heartbeats from its own start, so its downtime
-does not make running commands look lost.
+whether the command was cancelled. Expiry and loss are found by `sweep` (web/sweeper.py), which the
+waits and polls run at most once a second.
 
-Wake-ups are in-process (`threading` primitives, which gevent makes cooperative). Every wait also
-re-reads the database at least once a second, so a second server process still sees the change.
+Wake-ups are in-process (web/wakeup.py). Every wait also re-reads the database at least once a
+second, so a second server process still sees the change. Most transitions are one conditional
+statement or a read and a write of the changed columns, plus the log row: a relayed call with its
+audit row costs 16 statements, transaction brackets aside.
 
 No Flask in here: the HTTP surfaces call these methods.
 """
@@ -57,32 +58,24 @@ from web.models import (
     atomic_write,
     db,
     now,
+    transition,
 )
 from web.machines import Machines
 from web.output import STREAMS, OutputStore
+from web.sweeper import Sweeper
+from web.wakeup import Wakeups
 
 log = logging.getLogger(__name__)
 
 # How often a waiter re-reads the database, for changes made by another server process.
 RECHECK_SECONDS = 1.0
-SWEEP_SECONDS = 1.0
 # A running command's heartbeat_at is written at most this often.
 HEARTBEAT_WRITE_SECONDS = 5.0
 AGENT_FINAL_STATES = frozenset({SUCCEEDED, FAILED, TIMED_OUT, CANCELLED})
 PENDING_STATES = (QUEUED, LEASED, RUNNING)
-LOST_MESSAGE = "outcome unknown: {why}; the command may or may not have run to completion"
 
 
-def transition(command: Command, to_state: str, actor: str, detail: str = "", **fields) -> None:
-    """Move `command` to `to_state` and log it; call inside the transaction that saves it."""
-    from_state = command.state or ""
-    command.state = to_state
-    for name, value in fields.items():
-        setattr(command, name, value)
-    CommandEvent.create(command_id=command.id, from_state=from_state, to_state=to_state, actor=actor, detail=detail[:1000])
-
-
-class Relay(Machines):
+class Relay(Sweeper, Machines):
     """Submit, claim, start, stream, complete, cancel and wait on commands; track machines."""
 
     def __init__(self, config: Config) -> None:
@@ -90,11 +83,7 @@ class Relay(Machines):
         self.started_at = now()
         self.output = OutputStore(config.max_output_bytes)
         self._lock = threading.Lock()
-        self._machine_changed: dict[str, threading.Condition] = {}
-        self._machine_generation: collections.Counter[str] = collections.Counter()
-        self._command_changed: dict[str, threading.Event] = {}
-        # command id -> its record as last committed by this process, for the waiters it wakes
-        self._snapshots: dict[str, Command] = {}
+        self.wakeups = Wakeups()
         self._registrations: collections.Counter[str] = collections.Counter()
         self._swept_at = 0.0
 
@@ -112,7 +101,7 @@ class Relay(Machines):
             Command.update(lease_expires_at=now()).where((Command.machine == name) & (Command.state == LEASED)).execute()
         with self._lock:
             self._registrations[name] += 1
-        self._wake_machine(name)
+        self.wakeups.wake_machine(name)
         return machine
 
     # --- the caller's side --------------------------------------------------------------------
@@ -141,7 +130,7 @@ class Relay(Machines):
             )
             transition(command, QUEUED, "client", f"{tool} submitted")
             command.save(force_insert=True)
-        self._wake_machine(machine)
+        self.wakeups.wake_machine(machine)
         return command
 
     def wait(self, command_id: str, timeout_seconds: float, on_change=None) -> Command:
@@ -151,7 +140,7 @@ class Relay(Machines):
         learn its outcome later. `on_change(command)` is called whenever output arrives.
         """
         deadline = time.monotonic() + timeout_seconds
-        changed = self._changed(command_id)
+        changed = self.wakeups.changed(command_id)
         try:
             while True:
                 changed.clear()
@@ -163,9 +152,9 @@ class Relay(Machines):
                 if remaining <= 0:
                     return command
                 if changed.wait(min(remaining, RECHECK_SECONDS)) and on_change is not None:
-                    on_change(self._snapshots.get(command_id) or self.get(command_id))
+                    on_change(self.wakeups.snapshot(command_id) or self.get(command_id))
         finally:
-            self._snapshots.pop(command_id, None)  # a result may be large: keep none past its waiter
+            self.wakeups.forget(command_id)
 
     def cancel(self, command_id: str, *, actor: str = "client", reason: str = "") -> Command:
         """Cancel a command: at once if it has not started, else ask its agent to end it."""
@@ -183,7 +172,7 @@ class Relay(Machines):
                 command.cancel_requested_at = now()
                 command.save()
                 CommandEvent.create(command_id=command.id, from_state=RUNNING, to_state=RUNNING, actor=actor, detail="cancel requested: " + reason)
-        self._signal(command_id)
+        self.wakeups.signal(command_id)
         return command
 
     # --- the agent's side ---------------------------------------------------------------------
@@ -194,14 +183,14 @@ class Relay(Machines):
         `gone` tells whether the polling agent has hung up: a dead poll then ends before it can
         lease anything, and stops counting the machine as online."""
         deadline = time.monotonic() + wait_seconds
-        condition = self._condition(machine)
+        condition = self.wakeups.condition(machine)
         registration = self._registrations[machine]
         self._polls[machine] += 1
         self._touch(machine)
         try:
             while True:
                 with condition:
-                    generation = self._machine_generation[machine]
+                    generation = self.wakeups.generation(machine)
                 if self._registrations[machine] != registration or (gone is not None and gone()):
                     return []  # superseded by a newer registration of this machine, or hung up
                 self.sweep_soon()
@@ -210,7 +199,7 @@ class Relay(Machines):
                 if leased or remaining <= 0:
                     return leased
                 with condition:
-                    if self._machine_generation[machine] == generation:
+                    if self.wakeups.generation(machine) == generation:
                         condition.wait(min(remaining, RECHECK_SECONDS))
         finally:
             self._polls[machine] -= 1
@@ -298,7 +287,7 @@ class Relay(Machines):
                     if stored or due:
                         command.save()
         if stored:
-            self._signal(command_id, command)
+            self.wakeups.signal(command_id, command)
         received = {s: (command.output or {}).get(s, {}).get("received", 0) for s in STREAMS}
         cancel = command.cancel_requested_at is not None or command.state in (CANCELLED, EXPIRED)
         return {"received": received, "cancel": cancel, "state": command.state}
@@ -331,63 +320,8 @@ class Relay(Machines):
             command.save()
         if chunks:
             self.output.remember(command, chunks)
-        self._signal(command_id, command)
+        self.wakeups.signal(command_id, command)
         return command, True
-
-    def reconcile(self, machine: str, keep: Iterable[str]) -> list[str]:
-        """A restarted agent names the commands it still holds; its other running ones are `lost`."""
-        keep = set(keep)
-        lost = []
-        with db.connection_context(), atomic_write():
-            for command in Command.select().where((Command.machine == machine) & (Command.state == RUNNING)):
-                if command.id in keep:
-                    continue
-                why = "the agent restarted while the command was running and stopped it"
-                transition(command, LOST, "agent", why, finished_at=now(), error_code="lost", error_message=LOST_MESSAGE.format(why=why))
-                command.save()
-                lost.append(command.id)
-        for command_id in lost:
-            self._signal(command_id)
-        return lost
-
-    # --- time-driven transitions --------------------------------------------------------------
-
-    def sweep_soon(self) -> None:
-        """Run `sweep` unless one ran in the last second."""
-        t = time.monotonic()
-        if t - self._swept_at >= SWEEP_SECONDS:
-            self._swept_at = t
-            self.sweep()
-
-    def sweep(self, at: float | None = None) -> list[str]:
-        """Expire commands not started by their deadline; mark running ones whose agent went silent lost."""
-        t = now() if at is None else at
-        stale_before = t - self.config.lost_after_seconds
-        expire = Command.state.in_((QUEUED, LEASED)) & (Command.start_by_at <= t)
-        due = expire
-        # Heartbeats missed while this server was down do not count against the agent: until it has
-        # been up for a whole window, nothing is declared lost.
-        if self.started_at <= stale_before:
-            due = expire | ((Command.state == RUNNING) & (Command.heartbeat_at < stale_before))
-        with db.connection_context():
-            if not Command.select().where(due).exists():
-                return []  # the common case: no write transaction at all
-            changed = []
-            with atomic_write():
-                for command in Command.select().where(due):
-                    if command.state == RUNNING:
-                        why = f"no word from the agent for {t - command.heartbeat_at:.0f} s while it was running"
-                        transition(command, LOST, "server", why, finished_at=t, error_code="lost", error_message=LOST_MESSAGE.format(why=why))
-                    else:
-                        transition(
-                            command, EXPIRED, "server", "not started before its deadline", finished_at=t, error_code="not_started",
-                            error_message="the agent did not start the command before its deadline; it was not run",
-                        )
-                    command.save()
-                    changed.append(command.id)
-        for command_id in changed:
-            self._signal(command_id)
-        return changed
 
     # --- reading ------------------------------------------------------------------------------
 
@@ -422,43 +356,11 @@ class Relay(Machines):
             raise errors.NotFound(f"no command {command_id} for machine {machine!r}", code="unknown_command")
         return command
 
-    def _changed(self, command_id: str) -> threading.Event:
-        with self._lock:
-            event = self._command_changed.get(command_id)
-            if event is None:
-                if len(self._command_changed) > 10000:
-                    self._command_changed.clear()
-                    self._snapshots.clear()
-                event = self._command_changed[command_id] = threading.Event()
-            return event
-
-    def _signal(self, command_id: str, command: Command | None = None) -> None:
-        """Wake the command's waiters; `command`, just committed, spares them re-reading it."""
-        with self._lock:
-            event = self._command_changed.get(command_id)
-        if event is not None:
-            if command is not None:
-                self._snapshots[command_id] = command
-            event.set()
-
     def _latest(self, command_id: str) -> Command:
-        """The command's latest record: the one handed over by `_signal` when it is final (a final
+        """The command's latest record: the one handed over by `Wakeups.signal` when it is final (a final
         state never changes again, but for `lost`), else read from the database, which also sees
         changes made by other server processes."""
-        command = self._snapshots.get(command_id)
+        command = self.wakeups.snapshot(command_id)
         if command is not None and command.state in TERMINAL_STATES and command.state != LOST:
             return command
         return self.get(command_id)
-
-    def _condition(self, machine: str) -> threading.Condition:
-        with self._lock:
-            condition = self._machine_changed.get(machine)
-            if condition is None:
-                condition = self._machine_changed[machine] = threading.Condition()
-            return condition
-
-    def _wake_machine(self, machine: str) -> None:
-        condition = self._condition(machine)
-        with condition:
-            self._machine_generation[machine] += 1
-            condition.notify_all()
