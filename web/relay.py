@@ -86,6 +86,8 @@ class Relay(Sweeper, Machines):
         self.wakeups = Wakeups()
         self._registrations: collections.Counter[str] = collections.Counter()
         self._swept_at = 0.0
+        # machine -> (wake-up generation, monotonic time) of its last claim that left nothing ready
+        self._empty: dict[str, tuple[int, float]] = {}
 
     def register(self, name: str, **facts) -> Machine:
         """Register the machine, end its held polls and release its unconfirmed leases.
@@ -194,16 +196,35 @@ class Relay(Sweeper, Machines):
                 if self._registrations[machine] != registration or (gone is not None and gone()):
                     return []  # superseded by a newer registration of this machine, or hung up
                 self.sweep_soon()
-                leased = self.claim(machine, limit) if limit > 0 else []
+                leased, recheck_in = [], self._known_empty_for(machine, generation) if wait_seconds > 0 else 0.0
+                if limit > 0 and recheck_in <= 0:
+                    looked_at = time.monotonic()
+                    leased = self.claim(machine, limit)
+                    if len(leased) < limit:  # nothing more was ready when it looked
+                        self._empty[machine] = (generation, looked_at)
+                    recheck_in = RECHECK_SECONDS
                 remaining = deadline - time.monotonic()
                 if leased or remaining <= 0:
                     return leased
                 with condition:
                     if self.wakeups.generation(machine) == generation:
-                        condition.wait(min(remaining, RECHECK_SECONDS))
+                        condition.wait(min(remaining, recheck_in))
         finally:
             self._polls[machine] -= 1
             self._touch(machine)
+
+    def _known_empty_for(self, machine: str, generation: int) -> float:
+        """How much longer the machine's last claim that left nothing ready still answers for it.
+
+        The agent polls again as soon as a poll returns commands, and most of those polls find
+        nothing: if nothing was queued here for the machine (same wake-up generation) since a claim
+        left nothing ready, the database is not asked again for RECHECK_SECONDS, the bound in which
+        a command queued by another server process, or a lease that ran out, is found anyway.
+        """
+        seen = self._empty.get(machine)
+        if seen is None or seen[0] != generation:
+            return 0.0
+        return RECHECK_SECONDS - (time.monotonic() - seen[1])
 
     def claim(self, machine: str, limit: int = 16) -> list[Command]:
         """Lease up to `limit` commands: queued ones, and leased ones whose lease ran out unconfirmed."""

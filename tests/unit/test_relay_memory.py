@@ -94,3 +94,17 @@ def test_claim_leases_in_submission_order_and_only_up_to_the_limit(relay):
     first = relay.claim("box", limit=3)
     assert [c.id for c in first] == ids[:3] and {c.state for c in first} == {LEASED}
     assert [c.id for c in relay.claim("box", limit=16)] == ids[3:]
+
+
+def test_a_held_poll_finds_a_command_queued_by_another_process_though_its_last_claim_found_nothing(relay, other):
+    assert relay.poll("box", 0.01) == []  # this process now knows nothing is ready for "box"
+    submitted = other.submit("box", "run_shell_command", {"command": "echo hi"}, timeout_seconds=5)
+    assert [c.id for c in relay.poll("box", 10)] == [submitted.id]  # re-read within a second, not at the hold's end
+
+
+def test_a_poll_right_after_a_lease_still_takes_a_command_queued_here_meanwhile(relay):
+    first = relay.submit("box", "run_shell_command", {"command": "echo 1"}, timeout_seconds=5)
+    assert [c.id for c in relay.poll("box", 10)] == [first.id]
+    second = relay.submit("box", "run_shell_command", {"command": "echo 2"}, timeout_seconds=5)
+    assert [c.id for c in relay.poll("box", 10)] == [second.id]
+    assert relay.poll("box", 0) == []
