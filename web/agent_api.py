@@ -36,7 +36,7 @@ from flask import Blueprint, Response, request
 
 from web import errors
 from web.auth import Unauthorized
-from web.http import json_response, read_json, services
+from web.http import compact_json_response, json_response, read_json, services
 from web.models import Command
 
 bp = Blueprint("agent_api", __name__, url_prefix="/api/agent")
@@ -112,7 +112,7 @@ def poll():
     commands = svc.relay.poll(machine, wait, min(int(raw_limit), MAX_POLL_BATCH), gone=_hung_up())
     if not commands:
         return Response(status=204)
-    return json_response({"commands": [_wire(c) for c in commands]})
+    return compact_json_response({"commands": [_wire(c) for c in commands]})
 
 
 def _hung_up() -> Callable[[], bool] | None:
@@ -151,7 +151,7 @@ def start(command_id: str):
     if not isinstance(lease, int) or isinstance(lease, bool):
         raise errors.BadRequest("body must be {\"lease\": <the lease number from the poll>}", code="invalid_lease")
     command = services().relay.start(machine, command_id, lease)
-    return json_response({"id": command.id, "state": command.state})
+    return compact_json_response({"id": command.id, "state": command.state})
 
 
 @bp.post("/commands/<command_id>/result")
@@ -180,7 +180,7 @@ def post_result(command_id: str):
         error_code=str(error.get("code", ""))[:64] or None,
         error_message=str(error.get("message", ""))[:4096] or None,
     )
-    return json_response({"id": command.id, "state": command.state, "duplicate": not applied})
+    return compact_json_response({"id": command.id, "state": command.state, "duplicate": not applied})
 
 
 @bp.post("/commands/<command_id>/output")
@@ -189,7 +189,7 @@ def post_output(command_id: str):
     svc = services()
     body = read_json(svc.config.max_request_bytes * 2)
     chunks = body.get("chunks", []) if isinstance(body, dict) else None
-    return json_response(svc.relay.progress(machine, command_id, _chunks(chunks)))
+    return compact_json_response(svc.relay.progress(machine, command_id, _chunks(chunks)))
 
 
 def _chunks(chunks: Any) -> list[tuple[str, int, bytes]]:
