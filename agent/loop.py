@@ -221,10 +221,11 @@ class Agent:
             if streamer is not None:
                 streamer.stop()
         spooled = streamer is not None and not self.delivery.inline_output(command_id, body)
-        self.state.put(command_id, body, spooled=spooled)
+        self.state.put(command_id, body, spooled=spooled, durable=False)  # hardened below if the post fails
         self.state.finished_running(command_id)
         log.info("command %s (%s) %s in %.0f ms", command_id, tool, body["status"], (time.monotonic() - started) * 1000)
         if not self.delivery.deliver({"id": command_id, "body": body, "spooled": spooled}):
+            self.state.harden(command_id)
             self._outbox_waiting.set()
 
     def _deliver_forever(self) -> None:

@@ -6,9 +6,12 @@ Everything lives under the state folder (`~/.local/state/code-remote` unless con
     spool/<id>/stdout    a command's output as it was produced (streamed to the server from here)
     running/<id>.json    the process group of a command being run, for the reaper
 
-A result is written to the outbox (atomically: temporary file, fsync, rename) before the first attempt
-to post it, and removed only once the server acknowledged it, so neither a network outage nor an agent
-restart loses it. It is resent with the same body; the server applies a result once.
+A result is written to the outbox (atomically: temporary file, rename) before the first attempt to
+post it, and removed only once the server acknowledged it, so neither a network outage nor an agent
+restart (a crash, kill -9) loses it. It is resent with the same body; the server applies a result once.
+The entry is fsynced only when that first post fails: most results are acknowledged milliseconds
+later, and a power cut in between costs only the outcome (the server reports the command `lost`);
+an fsync on every result added 0.1 ms at the median and 1.6 ms at p90 on a cloud VM's disk.
 """
 
 from __future__ import annotations
@@ -45,9 +48,23 @@ class StateDir:
 
     # --- outbox -------------------------------------------------------------------------------
 
-    def put(self, command_id: str, body: dict[str, Any], *, spooled: bool) -> None:
-        """Keep a result until it is acknowledged."""
-        _write_atomic(os.path.join(self.outbox_dir, f"{command_id}.json"), {"id": command_id, "body": body, "spooled": spooled})
+    def put(self, command_id: str, body: dict[str, Any], *, spooled: bool, durable: bool = True) -> None:
+        """Keep a result until it is acknowledged; `durable=False` leaves the fsync to `harden`."""
+        record = {"id": command_id, "body": body, "spooled": spooled}
+        _write_atomic(os.path.join(self.outbox_dir, f"{command_id}.json"), record, durable=durable)
+
+    def harden(self, command_id: str) -> None:
+        """Make an outbox entry written with `durable=False` survive a power cut (if still there)."""
+        try:
+            with open(os.path.join(self.outbox_dir, f"{command_id}.json"), "r+b") as handle:
+                os.fsync(handle.fileno())
+        except FileNotFoundError:
+            return  # delivered meanwhile
+        folder = os.open(self.outbox_dir, os.O_RDONLY)
+        try:
+            os.fsync(folder)  # the rename that made the entry
+        finally:
+            os.close(folder)
 
     def pending(self) -> list[dict[str, Any]]:
         """Every undelivered result, oldest first."""

@@ -25,6 +25,16 @@ def test_a_result_is_kept_across_restarts_until_the_server_has_it(tmp_path):
     assert again.pending() == [] and not os.path.exists(spool["stdout"]) and not again.holds("c1")
 
 
+def test_a_result_kept_without_fsync_is_hardened_in_place_and_hardening_a_delivered_one_does_nothing(tmp_path):
+    state = StateDir(str(tmp_path / "state"))
+    state.put("c1", {"status": "failed", "exit_code": 3}, spooled=False, durable=False)
+    state.harden("c1")  # the first post failed: now it must also survive a power cut
+    assert StateDir(str(tmp_path / "state")).pending() == [{"id": "c1", "body": {"status": "failed", "exit_code": 3}, "spooled": False}]
+    state.done("c1")
+    state.harden("c1")  # delivered by the outbox's flush meanwhile
+    assert state.pending() == [] and os.listdir(state.outbox_dir) == []
+
+
 def test_an_unreadable_outbox_entry_is_set_aside_not_fatal(tmp_path):
     state = StateDir(str(tmp_path / "state"))
     (tmp_path / "state" / "outbox" / "broken.json").write_text("{not json")
