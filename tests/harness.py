@@ -46,6 +46,19 @@ def wait_for(condition: Callable[[], Any], *, timeout: float = 15.0, interval: f
     raise TimeoutError(f"timed out after {timeout} s waiting for {what}" + (f" (last error: {last_error})" if last_error else ""))
 
 
+def process_alive(pid: int) -> bool:
+    """True while `pid` runs; a zombie waiting to be reaped counts as gone."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 class Process:
     """A child process whose output goes to a log file, killed (with its group) on stop."""
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.fault_proxy import FaultProxy
-from tests.harness import Agent, Server, wait_for
+from tests.harness import Agent, Server, process_alive, wait_for
 from tests.mcp_client import call_tool
 
 TERMINAL = {"succeeded", "failed", "timed_out", "cancelled", "expired", "lost"}
@@ -93,12 +93,7 @@ def rig_factory(tmp_path):
         rig.close()
 
 
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
+alive = process_alive
 
 
 def report(title: str, **counts) -> None:

@@ -16,7 +16,7 @@ import anyio
 import pytest
 import requests
 
-from tests.harness import Agent, Server, wait_for
+from tests.harness import Agent, Server, process_alive, wait_for
 from tests.mcp_client import call_tool, open_session
 
 TOOL_WAIT = 3
@@ -46,16 +46,7 @@ def command_id(text: str) -> str:
     return re.search(r"command ([0-9a-f]{32})", text).group(1)
 
 
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
+alive = process_alive
 
 
 def final_state(server: Server, cid: str) -> str:

@@ -5,17 +5,15 @@ come back."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import socket
 import threading
-from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
 
-from tests.harness import Agent, Server, wait_for
+from tests.harness import Agent, Server, process_alive, wait_for
 from tests.mcp_client import call_tool, open_session
 
 FIVE_TOOLS = {"run_shell_command", "read_file", "write_file", "list_directory", "check_agent_status"}
@@ -26,15 +24,7 @@ def call(server: Server, tool: str, arguments: dict[str, Any] | None = None, **k
 
 
 def gone(pid: int) -> bool:
-    """True once `pid` no longer runs (a zombie waiting to be reaped counts as gone)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except FileNotFoundError:
-        return True
+    return not process_alive(pid)
 
 
 def test_all_five_tools_work_over_sse(live_server, live_agent):

@@ -3,14 +3,13 @@ group, the output cap and non-UTF-8 output. Commands run only in scratch folders
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
 from agent import shell
 from agent.errors import OperationError
-from tests.harness import wait_for
+from tests.harness import process_alive, wait_for
 
 
 def run(command: str, cwd: Path, *, timeout: float = 10.0, max_output_bytes: int = 100_000, grace: float = 0.5) -> dict:
@@ -18,15 +17,7 @@ def run(command: str, cwd: Path, *, timeout: float = 10.0, max_output_bytes: int
 
 
 def gone(pid: int) -> bool:
-    """True once `pid` no longer runs (a zombie waiting for init to reap it counts as gone)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except FileNotFoundError:
-        return True
+    return not process_alive(pid)
 
 
 def test_a_non_zero_exit_code_is_a_normal_result(tmp_path):
