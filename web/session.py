@@ -12,6 +12,7 @@ import queue
 import secrets
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from web import errors
@@ -44,6 +45,20 @@ class Session:
     def close(self) -> None:
         self.closed = True
         self.outbox.put(CLOSED)
+
+    def messages(self, heartbeat_seconds: float) -> Iterator[dict[str, Any] | None]:
+        """The session's outgoing messages until it closes, with None after each `heartbeat_seconds`
+        of silence (the stream sends a keep-alive comment then; an idle stream still counts as use)."""
+        while True:
+            try:
+                message = self.outbox.get(timeout=heartbeat_seconds)
+            except queue.Empty:
+                self.last_active = time.monotonic()
+                yield None
+                continue
+            if message is CLOSED:
+                return
+            yield message
 
 
 class SessionStore:

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-import queue
 import threading
-import time
 
 from flask import Blueprint, Response, request, stream_with_context
 
@@ -19,7 +17,7 @@ from web import errors
 from web.http import json_response, read_json, require_owner, services
 from web.mcp_protocol import error_response as jsonrpc_error
 from web.origin import check_origin
-from web.session import CLOSED, Session
+from web.session import Session
 
 log = logging.getLogger(__name__)
 bp = Blueprint("sse", __name__)
@@ -49,16 +47,11 @@ def open_stream():
     def stream():
         try:
             yield sse_event("endpoint", f"/messages?session_id={session.id}")
-            while True:
-                try:
-                    message = session.outbox.get(timeout=heartbeat)
-                except queue.Empty:
-                    session.last_active = time.monotonic()
+            for message in session.messages(heartbeat):
+                if message is None:
                     yield ": keep-alive\n\n"
-                    continue
-                if message is CLOSED:
-                    return
-                yield sse_event("message", json.dumps(message, separators=(",", ":"), ensure_ascii=False))
+                else:
+                    yield sse_event("message", json.dumps(message, separators=(",", ":"), ensure_ascii=False))
         finally:
             svc.sessions.close(session)
             log.info("sse session %s closed", session.id[:8])

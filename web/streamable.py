@@ -39,7 +39,7 @@ from werkzeug.exceptions import MethodNotAllowed
 from web import errors, mcp_protocol
 from web.http import json_response, read_json, require_owner, services
 from web.origin import check_origin
-from web.session import CLOSED, Session
+from web.session import Session
 
 log = logging.getLogger(__name__)
 bp = Blueprint("streamable", __name__)
@@ -295,16 +295,8 @@ def _open_stream(session: Session) -> Response:
     def stream() -> Iterator[str]:
         try:
             yield ": stream open\n\n"
-            while True:
-                try:
-                    message = session.outbox.get(timeout=heartbeat)
-                except queue.Empty:
-                    session.last_active = time.monotonic()
-                    yield ": keep-alive\n\n"
-                    continue
-                if message is CLOSED:
-                    return
-                yield _sse_message(message)
+            for message in session.messages(heartbeat):
+                yield ": keep-alive\n\n" if message is None else _sse_message(message)
         finally:
             session.listening = False
 
