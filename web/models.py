@@ -140,7 +140,7 @@ class Machine(BaseModel):
 
 class Command(BaseModel):
     id = CharField(max_length=32, primary_key=True)
-    machine = CharField(max_length=64, index=True)
+    machine = CharField(max_length=64)
     tool = CharField(max_length=64)
     arguments = JSONField()
     state = CharField(max_length=16, index=True, default=QUEUED)
@@ -166,6 +166,8 @@ class Command(BaseModel):
 
     class Meta:
         table_name = "command"
+        # A machine's pending commands are found from this index, never by reading its history.
+        indexes = ((("machine", "state"), False),)
         # A transition changes a few columns: write only those (assign a JSON field anew, never
         # mutate it in place, or the change is not seen).
         only_save_dirty = True

@@ -113,7 +113,7 @@ class Relay(Sweeper, Machines):
         """Queue a command for `machine` and wake its poll; `machine_busy` past the machine's cap."""
         t = now()
         with db.connection_context(), atomic_write():
-            pending = Command.select().where((Command.machine == machine) & Command.state.in_(PENDING_STATES)).count()
+            pending = pending_commands(machine).count()
             if pending >= self.config.max_queued_per_machine:
                 raise errors.ToolError(
                     f"machine {machine!r} is busy: {pending} commands are queued or running (limit "
@@ -230,13 +230,8 @@ class Relay(Sweeper, Machines):
     def claim(self, machine: str, limit: int = 16) -> list[Command]:
         """Lease up to `limit` commands: queued ones, and leased ones whose lease ran out unconfirmed."""
         t = now()
-        ready = (Command.state == QUEUED) | ((Command.state == LEASED) & (Command.lease_expires_at < t))
-        query = (
-            Command.select()
-            .where((Command.machine == machine) & ready & ((Command.start_by_at.is_null()) | (Command.start_by_at > t)))
-            .order_by(Command.created_at)
-            .limit(limit)
-        )
+        ready = ready_to_lease(machine, t)
+        query = Command.select().where(ready).order_by(Command.created_at).limit(limit)
         with db.connection_context():
             # Most polls find nothing: look first, and take the write lock only to lease.
             if not query.exists():
@@ -386,3 +381,21 @@ class Relay(Sweeper, Machines):
         if command is not None and command.state in TERMINAL_STATES and command.state != LOST:
             return command
         return self.get(command_id)
+
+
+def pending_commands(machine: str):
+    """The machine's queued, leased and running commands: read from the (machine, state) index, so
+    the cost does not grow with the machine's history."""
+    return Command.select().where((Command.machine == machine) & Command.state.in_(PENDING_STATES))
+
+
+def ready_to_lease(machine: str, t: float):
+    """The condition for a command a poll may lease at `t`: queued, or leased under a lease that ran out
+    unconfirmed, and not past its start deadline. The states are named in one IN so that the
+    (machine, state) index finds them."""
+    return (
+        (Command.machine == machine)
+        & Command.state.in_((QUEUED, LEASED))
+        & ((Command.state == QUEUED) | (Command.lease_expires_at < t))
+        & (Command.start_by_at.is_null() | (Command.start_by_at > t))
+    )

@@ -5,12 +5,13 @@ from __future__ import annotations
 import threading
 
 import pytest
+from peewee import SqliteDatabase
 
 from tests.conftest import replace_config
 from tests.harness import wait_for
 from web import errors
 from web.models import EXPIRED, LEASED, QUEUED, RUNNING, SUCCEEDED, Command, db, now
-from web.relay import Relay
+from web.relay import Relay, pending_commands, ready_to_lease
 
 LEASE_SECONDS = 0.2
 
@@ -213,3 +214,16 @@ def test_a_poll_whose_agent_hung_up_ends_without_leasing_and_the_machine_can_go_
     assert relay.find(command.id).state == QUEUED
     wait_for(lambda: not relay.is_online(relay.machine("box")), what="the machine to go offline")
     assert [c.id for c in relay.poll("box", 0, gone=lambda: False)] == [command.id]
+
+
+def test_a_machine_s_pending_and_ready_commands_are_found_without_reading_its_history(relay):
+    """Every tool call counts the machine's pending commands and every poll looks for ready ones:
+    through the (machine, state) index, not through all the commands the machine ever ran."""
+    indexes = {tuple(index.columns) for index in db.get_indexes("command")}
+    assert ("machine", "state") in indexes
+    if not isinstance(db.obj, SqliteDatabase):
+        return  # PostgreSQL's planner picks by table statistics: the index is what is checked there
+    for query in (pending_commands("box"), Command.select().where(ready_to_lease("box", now())).order_by(Command.created_at)):
+        sql, params = query.sql()
+        plan = " | ".join(row[-1] for row in db.execute_sql("EXPLAIN QUERY PLAN " + sql, params))
+        assert "USING INDEX command_machine_state (machine=? AND state=?)" in plan, plan
