@@ -15,7 +15,7 @@ from typing import Any
 
 from peewee import PeeweeException
 
-from web import errors
+from web import errors, sql
 from web.models import ToolCall, db, now
 
 log = logging.getLogger(__name__)
@@ -67,32 +67,32 @@ class AuditEntry:
         self._started = time.monotonic()
         try:
             with db.connection_context():
-                self.row = ToolCall.create(
+                self.row = ToolCall(
                     session_id=session_id,
                     transport=transport,
                     tool=clean(str(tool)[:64]),
                     arguments=summarize_arguments(arguments),
                 )
+                sql.insert(self.row)
         except PeeweeException as error:
             log.error("audit write failed (%s): refusing the %s call", type(error).__name__, clean(str(tool)[:64]))
             raise AuditUnavailable("the audit trail cannot be written right now, so the call was refused; try again later") from None
 
     def finish(self, *, status: str, is_error: bool, message: str = "", machine: str = "", error_code: str | None = None, exit_code: int | None = None, output_bytes: int | None = None, command_id: str | None = None) -> None:
-        fields = {
-            ToolCall.finished_at: now(),
-            ToolCall.status: status,
-            ToolCall.is_error: is_error,
-            ToolCall.message: clean(message[:MAX_STRING_CHARS]),
-            ToolCall.error_code: error_code,
-            ToolCall.exit_code: exit_code,
-            ToolCall.output_bytes: output_bytes,
-            ToolCall.duration_ms: round((time.monotonic() - self._started) * 1000, 3),
-            ToolCall.command_id: command_id,
-        }
+        row = self.row
+        row.finished_at = now()
+        row.status = status
+        row.is_error = is_error
+        row.message = clean(message[:MAX_STRING_CHARS])
+        row.error_code = error_code
+        row.exit_code = exit_code
+        row.output_bytes = output_bytes
+        row.duration_ms = round((time.monotonic() - self._started) * 1000, 3)
+        row.command_id = command_id
         if machine:
-            fields[ToolCall.machine] = machine
+            row.machine = machine
         with db.connection_context():
-            ToolCall.update(fields).where(ToolCall.id == self.row.id).execute()
+            sql.update(row)
 
 
 def record_refusal(*, transport: str, error_code: str, message: str, tool: str = "", session_id: str = "", arguments: Any = None) -> None:

@@ -29,6 +29,8 @@ from peewee import (
 from playhouse.db_url import connect
 from playhouse.pool import PooledDatabase
 
+from web import sql
+
 db = DatabaseProxy()
 
 SQLITE_PRAGMAS = {
@@ -235,7 +237,15 @@ def transition(command: Command, to_state: str, actor: str, detail: str = "", **
     command.state = to_state
     for name, value in fields.items():
         setattr(command, name, value)
-    CommandEvent.create(command_id=command.id, from_state=from_state, to_state=to_state, actor=actor, detail=detail[:1000])
+    log_event(command.id, from_state, to_state, actor, detail)
+
+
+def log_event(command_id: str, from_state: str, to_state: str, actor: str, detail: str = "", at: float | None = None) -> None:
+    """Write a `command_event` row; call inside the transaction that makes the change it records."""
+    event = CommandEvent(command_id=command_id, from_state=from_state, to_state=to_state, actor=actor, detail=detail[:1000])
+    if at is not None:
+        event.at = at
+    sql.insert(event)
 
 
 class OAuthClient(BaseModel):

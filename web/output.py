@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import collections
 
+from web import sql
 from web.models import Command, CommandOutput, db
 
 STREAMS = ("stdout", "stderr")
@@ -64,7 +65,7 @@ class OutputStore:
             room = self.max_bytes - sum(meta[s]["stored"] for s in STREAMS)
             # Keep bytes only while this stream's stored part is still a whole prefix.
             kept = data[: max(room, 0)] if state["stored"] == have else b""
-            CommandOutput.create(command_id=command.id, stream=stream, offset=have, length=len(data), data=kept)
+            sql.insert(CommandOutput(command_id=command.id, stream=stream, offset=have, length=len(data), data=kept))
             state["received"] = have + len(data)
             state["stored"] += len(kept)
             changed = True

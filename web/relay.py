@@ -40,7 +40,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 
-from web import errors
+from web import errors, sql
 from web.config import Config
 from web.models import (
     CANCELLED,
@@ -58,6 +58,7 @@ from web.models import (
     Machine,
     atomic_write,
     db,
+    log_event,
     now,
     transition,
 )
@@ -113,7 +114,7 @@ class Relay(Sweeper, Machines):
         """Queue a command for `machine` and wake its poll; `machine_busy` past the machine's cap."""
         t = now()
         with db.connection_context(), atomic_write():
-            pending = pending_commands(machine).count()
+            pending = sql.scalar(Command, COUNT_PENDING, (machine, *PENDING_STATES))
             if pending >= self.config.max_queued_per_machine:
                 raise errors.ToolError(
                     f"machine {machine!r} is busy: {pending} commands are queued or running (limit "
@@ -132,15 +133,16 @@ class Relay(Sweeper, Machines):
                 start_by_at=t + self.config.start_deadline_seconds,
             )
             transition(command, QUEUED, "client", f"{tool} submitted")
-            command.save(force_insert=True)
+            sql.insert(command)
         self.wakeups.wake_machine(machine)
         return command
 
-    def wait(self, command_id: str, timeout_seconds: float, on_change=None) -> Command:
+    def wait(self, command_id: str, timeout_seconds: float, on_change=None, *, known: Command | None = None) -> Command:
         """Wait until the command is terminal or the time is up; return its latest record.
 
         Nothing happens to the command when the time is up: it keeps its state, and the caller can
-        learn its outcome later. `on_change(command)` is called whenever output arrives.
+        learn its outcome later. `on_change(command)` is called whenever output arrives. `known` is
+        the record the caller has just written (as `submit` returns it), which spares a first read.
         """
         deadline = time.monotonic() + timeout_seconds
         changed = self.wakeups.changed(command_id)
@@ -148,7 +150,7 @@ class Relay(Sweeper, Machines):
             while True:
                 changed.clear()
                 self.sweep_soon()
-                command = self._latest(command_id)
+                command, known = known or self._latest(command_id), None
                 if command.state in TERMINAL_STATES:
                     return command
                 remaining = deadline - time.monotonic()
@@ -200,7 +202,9 @@ class Relay(Sweeper, Machines):
                 leased, recheck_in = [], self._known_empty_for(machine, generation) if wait_seconds > 0 else 0.0
                 if limit > 0 and recheck_in <= 0:
                     looked_at = time.monotonic()
-                    leased = self.claim(machine, limit)
+                    # Woken by a submit (a new generation): something is most likely ready.
+                    seen = self._empty.get(machine)
+                    leased = self.claim(machine, limit, look_first=seen is not None and seen[0] == generation)
                     if len(leased) < limit:  # nothing more was ready when it looked
                         self._empty[machine] = (generation, looked_at)
                     recheck_in = RECHECK_SECONDS
@@ -227,34 +231,25 @@ class Relay(Sweeper, Machines):
             return 0.0
         return RECHECK_SECONDS - (time.monotonic() - seen[1])
 
-    def claim(self, machine: str, limit: int = 16) -> list[Command]:
-        """Lease up to `limit` commands: queued ones, and leased ones whose lease ran out unconfirmed."""
+    def claim(self, machine: str, limit: int = 16, *, look_first: bool = True) -> list[Command]:
+        """Lease up to `limit` commands: queued ones, and leased ones whose lease ran out unconfirmed.
+
+        `look_first` reads before taking the write lock, for a poll that does not know whether
+        anything is ready (most such looks find nothing); a poll woken by a submit leases directly."""
         t = now()
-        ready = ready_to_lease(machine, t)
-        query = Command.select().where(ready).order_by(Command.created_at).limit(limit)
+        ready = (machine, QUEUED, LEASED, QUEUED, t, t)
         with db.connection_context():
-            # Most polls find nothing: look first, and take the write lock only to lease.
-            if not query.exists():
+            if look_first and not sql.execute(Command, f"SELECT 1 FROM command WHERE {READY} LIMIT 1", ready).fetchall():
                 return []
             with atomic_write():
                 # One statement leases them all (`ready` again, so PostgreSQL re-checks a row another
                 # process leased meanwhile). A lease number above 1 means an earlier lease ran out
                 # unconfirmed: only submit makes a command queued.
-                commands = list(
-                    Command.update(state=LEASED, leased_at=t, lease_expires_at=t + self.config.lease_seconds, lease_count=Command.lease_count + 1)
-                    .where(Command.id.in_(query.select(Command.id)) & ready)
-                    .returning(Command)
-                )
-                if commands:
-                    CommandEvent.insert_many(
-                        [
-                            {
-                                "command_id": c.id, "at": t, "from_state": QUEUED if c.lease_count == 1 else LEASED, "to_state": LEASED,
-                                "actor": "server", "detail": f"lease {c.lease_count}" + ("" if c.lease_count == 1 else " (previous lease ran out unconfirmed)"),
-                            }
-                            for c in commands
-                        ]
-                    ).execute()
+                commands = sql.select(Command, LEASE, (LEASED, t, t + self.config.lease_seconds, *ready, limit, *ready))
+                for c in commands:
+                    first = c.lease_count == 1
+                    detail = f"lease {c.lease_count}" + ("" if first else " (previous lease ran out unconfirmed)")
+                    log_event(c.id, QUEUED if first else LEASED, LEASED, "server", detail, at=t)
         commands.sort(key=lambda c: c.created_at)
         return commands
 
@@ -263,13 +258,9 @@ class Relay(Sweeper, Machines):
         t = now()
         with db.connection_context(), atomic_write():
             # The usual case in one statement: still leased to this agent under this lease.
-            started = list(
-                Command.update(state=RUNNING, started_at=t, heartbeat_at=t)
-                .where((Command.id == command_id) & (Command.machine == machine) & (Command.state == LEASED) & (Command.lease_count == lease))
-                .returning(Command)
-            )
+            started = sql.select(Command, START, (RUNNING, t, t, command_id, machine, LEASED, lease))
             if started:
-                CommandEvent.create(command_id=command_id, at=t, from_state=LEASED, to_state=RUNNING, actor="agent", detail=f"started under lease {lease}")
+                log_event(command_id, LEASED, RUNNING, "agent", f"started under lease {lease}", at=t)
                 return started[0]
             command = self._owned(machine, command_id)
             if command.state == RUNNING and command.lease_count == lease:
@@ -334,7 +325,7 @@ class Relay(Sweeper, Machines):
                 command, state, "agent", detail,
                 result=result, exit_code=exit_code, error_code=error_code, error_message=error_message, finished_at=now(),
             )
-            command.save()
+            sql.update(command)
         if chunks:
             self.output.remember(command, chunks)
         self.wakeups.signal(command_id, command)
@@ -344,7 +335,10 @@ class Relay(Sweeper, Machines):
 
     def get(self, command_id: str) -> Command:
         with db.connection_context():
-            return Command.get_by_id(command_id)
+            command = sql.get(Command, command_id)
+        if command is None:
+            raise Command.DoesNotExist(f"no command {command_id}")
+        return command
 
     def find(self, command_id: str) -> Command | None:
         with db.connection_context():
@@ -367,7 +361,7 @@ class Relay(Sweeper, Machines):
     # --- helpers ------------------------------------------------------------------------------
 
     def _owned(self, machine: str, command_id: str) -> Command:
-        command = Command.get_or_none(Command.id == command_id)
+        command = sql.get(Command, command_id)
         if command is None or command.machine != machine:
             # Another machine's command looks exactly like a missing one.
             raise errors.NotFound(f"no command {command_id} for machine {machine!r}", code="unknown_command")
@@ -383,19 +377,20 @@ class Relay(Sweeper, Machines):
         return self.get(command_id)
 
 
-def pending_commands(machine: str):
-    """The machine's queued, leased and running commands: read from the (machine, state) index, so
-    the cost does not grow with the machine's history."""
-    return Command.select().where((Command.machine == machine) & Command.state.in_(PENDING_STATES))
 
-
-def ready_to_lease(machine: str, t: float):
-    """The condition for a command a poll may lease at `t`: queued, or leased under a lease that ran out
-    unconfirmed, and not past its start deadline. The states are named in one IN so that the
-    (machine, state) index finds them."""
-    return (
-        (Command.machine == machine)
-        & Command.state.in_((QUEUED, LEASED))
-        & ((Command.state == QUEUED) | (Command.lease_expires_at < t))
-        & (Command.start_by_at.is_null() | (Command.start_by_at > t))
-    )
+# The per-call statements as SQL text (web/sql.py). A machine's pending and ready commands are found
+# through the (machine, state) index, so the cost does not grow with the machine's history: the
+# states are named in one IN for that.
+COUNT_PENDING = "SELECT COUNT(*) FROM command WHERE machine = ? AND state IN (?, ?, ?)"
+# Queued, or leased under a lease that ran out unconfirmed, and not past its start deadline.
+# Parameters: machine, QUEUED, LEASED, QUEUED, now, now.
+READY = "machine = ? AND state IN (?, ?) AND (state = ? OR lease_expires_at < ?) AND (start_by_at IS NULL OR start_by_at > ?)"
+LEASE = (
+    "UPDATE command SET state = ?, leased_at = ?, lease_expires_at = ?, lease_count = lease_count + 1 "
+    f"WHERE id IN (SELECT id FROM command WHERE {READY} ORDER BY created_at LIMIT ?) AND {READY} "
+    f"RETURNING {sql.columns(Command)}"
+)
+START = (
+    "UPDATE command SET state = ?, started_at = ?, heartbeat_at = ? "
+    f"WHERE id = ? AND machine = ? AND state = ? AND lease_count = ? RETURNING {sql.columns(Command)}"
+)

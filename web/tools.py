@@ -104,7 +104,7 @@ class ToolBox:
                 self._inflight[key] = command.id
         waited = min(timeout + self.config.result_grace_seconds, self.config.tool_wait_seconds)
         try:
-            command = self.relay.wait(command.id, waited, on_change=self._reporter(context))
+            command = self.relay.wait(command.id, waited, on_change=self._reporter(context), known=command)
         finally:
             with self._inflight_lock:
                 self._inflight.pop(key, None)

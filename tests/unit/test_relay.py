@@ -11,7 +11,7 @@ from tests.conftest import replace_config
 from tests.harness import wait_for
 from web import errors
 from web.models import EXPIRED, LEASED, QUEUED, RUNNING, SUCCEEDED, Command, db, now
-from web.relay import Relay, pending_commands, ready_to_lease
+from web.relay import COUNT_PENDING, LEASE, Relay
 
 LEASE_SECONDS = 0.2
 
@@ -217,13 +217,14 @@ def test_a_poll_whose_agent_hung_up_ends_without_leasing_and_the_machine_can_go_
 
 
 def test_a_machine_s_pending_and_ready_commands_are_found_without_reading_its_history(relay):
-    """Every tool call counts the machine's pending commands and every poll looks for ready ones:
+    """Every tool call counts the machine's pending commands and every poll leases ready ones:
     through the (machine, state) index, not through all the commands the machine ever ran."""
     indexes = {tuple(index.columns) for index in db.get_indexes("command")}
     assert ("machine", "state") in indexes
     if not isinstance(db.obj, SqliteDatabase):
         return  # PostgreSQL's planner picks by table statistics: the index is what is checked there
-    for query in (pending_commands("box"), Command.select().where(ready_to_lease("box", now())).order_by(Command.created_at)):
-        sql, params = query.sql()
-        plan = " | ".join(row[-1] for row in db.execute_sql("EXPLAIN QUERY PLAN " + sql, params))
-        assert "USING INDEX command_machine_state (machine=? AND state=?)" in plan, plan
+    ready = ("box", QUEUED, LEASED, QUEUED, now(), now())
+    for text, params in ((COUNT_PENDING, ("box", QUEUED, LEASED, RUNNING)), (LEASE, (LEASED, now(), now(), *ready, 16, *ready))):
+        plan = " | ".join(row[-1] for row in db.execute_sql("EXPLAIN QUERY PLAN " + text, params))
+        assert "INDEX command_machine_state (machine=? AND state=?)" in plan, plan
+        assert "SCAN" not in plan, plan
