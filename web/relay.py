@@ -25,8 +25,9 @@ waits and polls run at most once a second.
 Wake-ups are in-process (web/wakeup.py). Every wait also re-reads the database at least once a
 second, so a second server process still sees the change. Most transitions are one conditional
 statement or a read and a write of the changed columns, plus the log row: a relayed call with its
-audit row costs 16 statements, transaction brackets aside. A poll asks the database for ready commands
-only when something was queued here for its machine, or a second after its last look found nothing.
+audit row and a line of output costs 13 statements, transaction brackets aside, each run from SQL text
+built once (web/sql.py). A poll asks the database for ready commands only when something was queued
+here for its machine (and then leases at once), or a second after its last look found nothing.
 
 No Flask in here: the HTTP surfaces call these methods.
 """
