@@ -9,6 +9,10 @@ Two clients, so that the server's figures are not hidden by the client's own cos
   official  the `mcp` Python SDK client, as in the end-to-end tests (tests/mcp_client.py)
   raw       a bare JSON-RPC client on httpx2: one POST per call, answers read off the stream
 
+The database starts with a history (`--history`, default 20 000 finished commands of the benchmark's
+machine, with their audit rows and transition logs), as a relay has after months of use: a statement
+that reads a machine's history instead of an index shows here, not only on a user's server.
+
 Per row it prints p50/p95/p99 latency, calls/s, and the CPU each process spent per call (server worker,
 agent including the shells it ran, this client process), and the server worker's RSS before and after.
 The machine may be shared: every row is run `--repeat` times, interleaved, and the median is printed
@@ -47,6 +51,7 @@ sys.path.insert(0, str(ROOT))
 from tests import database  # noqa: E402
 from tests.harness import Agent, Server  # noqa: E402
 from tests.mcp_client import open_session  # noqa: E402
+from web.models import SUCCEEDED, Command, CommandEvent, ToolCall, open_database  # noqa: E402
 
 TOOL, ARGUMENTS = "run_shell_command", {"command": "echo hi"}
 RAW_PROTOCOL_VERSION = "2025-11-25"
@@ -94,6 +99,32 @@ def gunicorn_worker(master_pid: int) -> int:
     if len(children) != 1:
         raise RuntimeError(f"expected one gunicorn worker, found {len(children)}: set WEB_CONCURRENCY=1")
     return int(children[0])
+
+
+def fill_history(database_url: str, machine: str, count: int) -> None:
+    """`count` finished commands of `machine`, each with its audit row and four transition rows."""
+    database = open_database(database_url)
+    t = time.time() - 30 * 86400
+    with database.connection_context():
+        for first in range(0, count, 500):
+            commands, events, calls = [], [], []
+            for i in range(first, min(first + 500, count)):
+                at, command_id = t + i, f"{i:032x}"
+                commands.append({
+                    "id": command_id, "machine": machine, "tool": TOOL, "arguments": ARGUMENTS, "state": SUCCEEDED,
+                    "timeout_seconds": 30.0, "created_at": at, "leased_at": at, "lease_expires_at": at + 10,
+                    "lease_count": 1, "started_at": at, "finished_at": at + 0.005, "start_by_at": at + 60,
+                    "heartbeat_at": at, "exit_code": 0, "result": {"exit_code": 0, "stdout_bytes": 3, "stderr_bytes": 0},
+                })
+                events += [{"command_id": command_id, "at": at, "from_state": a, "to_state": b, "actor": "server"}
+                           for a, b in (("", "queued"), ("queued", "leased"), ("leased", "running"), ("running", SUCCEEDED))]
+                calls.append({"created_at": at, "finished_at": at + 0.01, "machine": machine, "tool": TOOL,
+                              "arguments": ARGUMENTS, "status": SUCCEEDED, "exit_code": 0, "command_id": command_id})
+            with database.atomic():
+                Command.insert_many(commands).execute()
+                CommandEvent.insert_many(events).execute()
+                ToolCall.insert_many(calls).execute()
+    database.close()
 
 
 # --- clients -----------------------------------------------------------------------------------
@@ -314,6 +345,8 @@ def main() -> int:
     parser.add_argument("--time-cap", type=float, default=60.0, help="seconds per row before it is cut short")
     parser.add_argument("--database", choices=["sqlite", "postgresql"], default="sqlite",
                         help="postgresql: a throwaway local cluster, as CODE_REMOTE_TEST_DATABASE=postgresql gives the tests")
+    parser.add_argument("--history", type=int, default=20000,
+                        help="finished commands of the machine already in the database (default 20000)")
     parser.add_argument("--access-log", choices=["on", "off"], default="on", help="gunicorn's access log (on, as deployed)")
     parser.add_argument("--keep", action="store_true", help="keep the temp folder with the server and agent logs")
     args = parser.parse_args()
@@ -327,6 +360,7 @@ def main() -> int:
         server = Server(workdir / "server")
         server.env["ACCESS_LOG"] = "1" if args.access_log == "on" else "0"
         server.start()
+        fill_history(server.database_url, "bench", args.history)
         agent = Agent(server, workdir / "agent", "bench").start()
         worker = gunicorn_worker(server.process.proc.pid)
         agent_pid = agent.process.proc.pid
@@ -342,7 +376,7 @@ def main() -> int:
         rss_before = proc_field(worker, "VmRSS")
         load_before = os.getloadavg()
         print(f"code-remote {revision()}; {os.cpu_count()} CPUs, load {load_before[0]:.2f}; {args.calls} calls per row, "
-              f"{args.repeat} repeats, {args.database}, access log {args.access_log}; server worker pid {worker} "
+              f"{args.repeat} repeats, {args.database} holding {args.history} finished commands, access log {args.access_log}; server worker pid {worker} "
               f"(RSS {rss_before / 1024:.1f} MB), agent pid {agent_pid}")
         results: dict[tuple, list[dict[str, Any]]] = {row: [] for row in rows}
         for repeat in range(args.repeat):
