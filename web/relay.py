@@ -135,6 +135,8 @@ class Relay(Sweeper, Machines):
             )
             transition(command, QUEUED, "client", f"{tool} submitted")
             sql.insert(command)
+            # Its wake-up exists before anyone can change it, so a `wait` started later misses nothing.
+            self.wakeups.changed(command.id)
         self.wakeups.wake_machine(machine)
         return command
 
@@ -143,12 +145,14 @@ class Relay(Sweeper, Machines):
 
         Nothing happens to the command when the time is up: it keeps its state, and the caller can
         learn its outcome later. `on_change(command)` is called whenever output arrives. `known` is
-        the record the caller has just written (as `submit` returns it), which spares a first read.
+        the record `submit` returned, which spares a first read unless the command changed since.
         """
         deadline = time.monotonic() + timeout_seconds
         changed = self.wakeups.changed(command_id)
         try:
             while True:
+                if changed.is_set():
+                    known = None  # changed since `submit`: the record in hand is stale
                 changed.clear()
                 self.sweep_soon()
                 command, known = known or self._latest(command_id), None

@@ -228,3 +228,11 @@ def test_a_machine_s_pending_and_ready_commands_are_found_without_reading_its_hi
         plan = " | ".join(row[-1] for row in db.execute_sql("EXPLAIN QUERY PLAN " + text, params))
         assert "INDEX command_machine_state (machine=? AND state=?)" in plan, plan
         assert "SCAN" not in plan, plan
+
+
+def test_a_wait_given_the_submitted_record_still_sees_an_outcome_that_came_before_it(relay):
+    command = submit(relay)
+    (leased,) = relay.poll("box", 0)
+    relay.start("box", leased.id, leased.lease_count)
+    relay.complete("box", leased.id, SUCCEEDED, {"exit_code": 0}, exit_code=0)
+    assert relay.wait(command.id, 0, known=command).state == SUCCEEDED
