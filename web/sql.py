@@ -42,8 +42,24 @@ def scalar(model: type[Model], text: str, params: Sequence[Any] = ()) -> Any:
 
 
 def select(model: type[M], text: str, params: Sequence[Any] = ()) -> list[M]:
-    """Rows of `model` from a statement returning its columns (SELECT, or a write with RETURNING)."""
-    return list(model.raw(_styled(text, _database(model).param), *params))
+    """Rows of `model` from a statement returning its columns (SELECT, or a write with RETURNING),
+    built as Model.raw builds them (each field's python_value, nothing marked changed) without its
+    per-query look-up of the columns."""
+    cursor = execute(model, text, params)
+    readers = _readers(model, tuple(column[0] for column in cursor.description))
+    rows = []
+    for values in cursor.fetchall():
+        instance = model(__no_default__=1)
+        instance.__data__ = {name: value if value is None else read(value) for (name, read), value in zip(readers, values)}
+        rows.append(instance)
+    return rows
+
+
+@functools.lru_cache(maxsize=256)
+def _readers(model: type[Model], names: tuple[str, ...]) -> tuple[tuple[str, Any], ...]:
+    """(field name, python_value) per column a statement returns."""
+    columns = model._meta.columns
+    return tuple((columns[name].name, columns[name].python_value) for name in names)
 
 
 @functools.lru_cache(maxsize=None)
