@@ -112,6 +112,19 @@ def record_refusal(*, transport: str, error_code: str, message: str, tool: str =
         )
 
 
+def record_rejected_message(*, transport: str, error: errors.CodeRemoteError, method: str = "", session_id: str = "") -> None:
+    """A row for a JSON-RPC message answered with an error before any tool ran: malformed, an unknown
+    method, bad params. The method and the error are recorded, never the message itself. A failed
+    write is logged: the client still gets its error answer."""
+    try:
+        record_refusal(
+            transport=transport, error_code=error.code, session_id=clean(session_id[:64]),
+            message=f"{clean(method[:100]) or 'JSON-RPC message'}: {error.message}",
+        )
+    except PeeweeException as failure:
+        log.error("could not audit a refused JSON-RPC message (%s)", type(failure).__name__)
+
+
 def recent(*, limit: int = 50, machine: str | None = None) -> list[dict[str, Any]]:
     """The newest audit rows as JSON-ready dicts."""
     with db.connection_context():

@@ -34,7 +34,7 @@ from mcp_types import jsonrpc, methods
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERSION, MODERN_PROTOCOL_VERSIONS
 
 from web import errors
-from web.audit import record_refusal
+from web.audit import record_refusal, record_rejected_message
 from web.session import Session
 from web.tools import CallContext, ToolBox
 
@@ -179,7 +179,7 @@ class Dispatcher:
         """Answer one decoded message in a session; None for notifications and client responses."""
         incoming = classify(message)
         if incoming.kind == "invalid":
-            return error_response(incoming.id, incoming.error)
+            return self._refuse(incoming, incoming.error, transport, session.id)
         if incoming.kind == "response":
             return None
         if incoming.kind == "notification":
@@ -194,7 +194,7 @@ class Dispatcher:
             return [] if response is None else [response]
         problem = batch_problem(payload, self._version(session))
         if problem is not None:
-            return [error_response(None, problem)]
+            return [self._refuse(Incoming("invalid"), problem, transport, session.id)]
         responses = [self.handle(m, session, transport=transport, emit=emit) for m in payload]
         return [r for r in responses if r is not None]
 
@@ -205,19 +205,19 @@ class Dispatcher:
     ) -> dict[str, Any] | None:
         """Answer one self-describing request; None for a notification (there is no session to act on)."""
         if isinstance(message, list):
-            return error_response(None, errors.BadRequest(f"JSON-RPC batches are not part of MCP {STATELESS_VERSION}"))
+            return self._refuse(Incoming("invalid"), errors.BadRequest(f"JSON-RPC batches are not part of MCP {STATELESS_VERSION}"), transport)
         incoming = classify(message)
         if incoming.kind == "invalid":
-            return error_response(incoming.id, incoming.error)
+            return self._refuse(incoming, incoming.error, transport)
         if incoming.kind == "response":
-            return error_response(None, errors.BadRequest(f"clients send no responses at MCP {STATELESS_VERSION}"))
+            return self._refuse(Incoming("invalid"), errors.BadRequest(f"clients send no responses at MCP {STATELESS_VERSION}"), transport)
         if incoming.kind == "notification":
             requested = (headers or {}).get("mcp-protocol-version", STATELESS_VERSION)
             return None if requested in MODERN_PROTOCOL_VERSIONS else error_response(None, unsupported_version(requested))
         try:
             envelope = read_envelope(incoming, headers)
         except errors.CodeRemoteError as error:
-            return error_response(incoming.id, error)
+            return self._refuse(incoming, error, transport)
         return self._answer(incoming, envelope.protocol_version, None, transport, emit)
 
     # --- one request ------------------------------------------------------------------------------
@@ -226,11 +226,18 @@ class Dispatcher:
         try:
             result = self._request(incoming, version, session, transport, emit)
         except errors.CodeRemoteError as error:
-            return error_response(incoming.id, error)
+            if incoming.method == "tools/call":  # refused tool calls have their rows already (ToolBox, _request)
+                return error_response(incoming.id, error)
+            return self._refuse(incoming, error, transport, session.id if session else "")
         except Exception:
             log.exception("unexpected error answering %s", incoming.method)
             return error_response(incoming.id, errors.CodeRemoteError("internal error; see the server log"))
         return result_response(incoming.id, result)
+
+    def _refuse(self, incoming: Incoming, error: errors.CodeRemoteError, transport: str, session_id: str = "") -> dict[str, Any]:
+        """The error answer to a message refused before any tool ran, with its audit row."""
+        record_rejected_message(transport=transport, error=error, method=incoming.method or "", session_id=session_id)
+        return error_response(incoming.id, error)
 
     def _version(self, session: Session) -> str:
         return session.protocol_version or DEFAULT_VERSION

@@ -14,6 +14,7 @@ import threading
 from flask import Blueprint, Response, request, stream_with_context
 
 from web import errors
+from web.audit import record_rejected_message
 from web.http import json_response, read_json, require_owner, services
 from web.mcp_protocol import error_response as jsonrpc_error
 from web.origin import check_origin
@@ -67,11 +68,18 @@ def open_stream():
 def post_message():
     credential = require_owner()
     svc = services()
-    session = svc.sessions.get(request.args.get("session_id"), credential, TRANSPORT)
+    session_id = request.args.get("session_id")
+    try:
+        session = svc.sessions.get(session_id, credential, TRANSPORT)
+    except errors.CodeRemoteError as error:
+        record_rejected_message(transport=TRANSPORT, error=error, method="POST /messages", session_id=session_id or "")
+        raise
     try:
         payload = read_json(svc.config.max_request_bytes)
-    except errors.ParseError as error:
-        session.send(jsonrpc_error(None, error))
+    except errors.BadRequest as error:  # not JSON, or a body that could not be read whole
+        record_rejected_message(transport=TRANSPORT, error=error, method="POST /messages", session_id=session.id)
+        if isinstance(error, errors.ParseError):
+            session.send(jsonrpc_error(None, error))
         raise
     # Tool calls may wait minutes for an agent: answer the POST now, the stream carries the reply.
     threading.Thread(target=_dispatch, args=(svc, session, payload), daemon=True).start()

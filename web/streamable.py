@@ -37,6 +37,7 @@ from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, KNOWN_PROTOCOL_VERSIO
 from werkzeug.exceptions import MethodNotAllowed
 
 from web import errors, mcp_protocol
+from web.audit import record_rejected_message
 from web.http import json_response, read_json, require_owner, services
 from web.origin import check_origin
 from web.session import Session
@@ -143,8 +144,12 @@ def _session(credential: str) -> Session:
 
 
 def _rpc_error(error: errors.CodeRemoteError, status: int | None = None) -> Response:
+    """The JSON-RPC error answer to a request refused here, before dispatch, with its audit row."""
     body = _body_if_read()
     request_id = body.get("id") if isinstance(body, dict) and mcp_protocol.is_request(body) else None
+    method = body.get("method") if isinstance(body, dict) and isinstance(body.get("method"), str) else ""
+    session_id = (request.headers.get(SESSION_HEADER) or "")[:64]
+    record_rejected_message(transport=TRANSPORT, error=error, method=f"{request.method} /mcp {method}".strip(), session_id=session_id)
     return json_response(mcp_protocol.error_response(request_id, error), status or error.http_status)
 
 

@@ -140,13 +140,18 @@ RPC_CASES = [
 
 
 @pytest.mark.parametrize(("case", "body", "status", "rpc_code"), RPC_CASES, ids=[c[0] for c in RPC_CASES])
-def test_malformed_json_rpc_gets_a_precise_error(server, mcp_session, case, body, status, rpc_code):
+def test_malformed_json_rpc_gets_a_precise_error_and_an_audit_row(server, mcp_session, case, body, status, rpc_code):
+    newest = max((row["id"] for row in server.audit(limit=1)), default=0)
     response = _mcp(server, mcp_session, body)
     assert response.status_code == status, (case, response.status_code, response.text[:300])
     if rpc_code is not None:
         assert _rpc_error_code(response) == rpc_code, (case, response.text[:300])
     else:
         assert "limit" in response.json()["error"]["message"], response.text[:300]
+    answers = response.json()
+    rows = [row for row in server.audit(limit=10) if row["id"] > newest]
+    # One row per refused message: a batch gets one per message in it.
+    assert [(row["status"], row["transport"]) for row in rows] == [("refused", "http")] * (len(answers) if isinstance(answers, list) else 1), (case, rows)
 
 
 def test_invalid_utf8_bodies_are_parse_errors(server, mcp_session):

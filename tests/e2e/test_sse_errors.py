@@ -230,6 +230,32 @@ def test_bad_params_are_invalid_params(raw, method, params):
     assert error_of(reply) == -32602 and reply["id"] == 3
 
 
+def test_malformed_messages_and_unknown_methods_leave_audit_rows(live_server, raw):
+    """Refused before any tool ran, each still has its row in the session, naming the method and the
+    error, never the body."""
+    session_id = raw.endpoint.split("session_id=", 1)[1]
+    marker = os.urandom(6).hex()
+    assert raw.post(None, raw=b'{"jsonrpc": "2.0", "id": 1, "method": ').status_code == 400
+    raw.post({"jsonrpc": "1.0", "id": 2, "method": "ping"})
+    raw.post({"jsonrpc": "2.0", "id": 3, "method": f"admin/{marker}"})
+    assert [error_of(raw.next_message()) for _ in range(3)] == [-32700, -32600, -32601]
+    rows = [r for r in live_server.audit(limit=200) if r["session_id"] == session_id]
+    assert [(r["status"], r["error_code"]) for r in reversed(rows)] == [
+        ("refused", "parse_error"), ("refused", "bad_request"), ("refused", "method_not_found"),
+    ], rows
+    assert all(r["transport"] == "sse" and r["is_error"] and r["finished_at"] for r in rows)
+    assert "not valid JSON" in rows[2]["message"] and f"admin/{marker}: " in rows[0]["message"]
+
+
+def test_a_post_to_an_unknown_session_is_audited(live_server):
+    marker = os.urandom(6).hex()
+    response = requests.post(f"{live_server.url}/messages?session_id={marker}", json={"jsonrpc": "2.0", "id": 1, "method": "ping"},
+                             headers=live_server.headers(), timeout=10)
+    assert response.status_code == 404
+    (row,) = [r for r in live_server.audit(limit=50) if r["session_id"] == marker]
+    assert row["status"] == "refused" and row["transport"] == "sse" and row["error_code"] == response.json()["error"]["code"]
+
+
 def test_a_tools_call_with_bad_params_is_audited(live_server, raw):
     marker = os.urandom(6).hex()
     raw.post({"jsonrpc": "2.0", "id": 4, "method": "tools/call", "params": {"name": f"run_{marker}", "arguments": "echo hi"}})
