@@ -14,6 +14,8 @@ import threading
 
 from web.models import Command
 
+# How often a waiter re-reads the database, for changes made by another server process.
+RECHECK_SECONDS = 1.0
 # Beyond this many commands waited on, the table is started afresh (a waiter then re-reads).
 MAX_COMMANDS = 10000
 
