@@ -9,6 +9,10 @@ Inspector's UI runs there), the server's own `PUBLIC_URL`, and the origins liste
 `ALLOWED_ORIGINS` (`*` allows every origin). A request without `Origin` is not a browser page's
 cross-site request: Claude.ai calls from its servers, CLIs and desktop apps send none, and all of
 them still need the bearer token.
+
+A page on an allowed origin (the Inspector's UI connecting directly, a browser-based client) may
+also read the answers: they carry CORS headers naming that origin, and preflights are answered. No
+cookie is involved, so credentials mode is never allowed; the bearer token is still required.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from __future__ import annotations
 import logging
 from urllib.parse import urlsplit
 
-from flask import request
+from flask import Response, request
 
 from web import errors
 from web.config import Config
@@ -25,6 +29,15 @@ from web.http import services
 log = logging.getLogger(__name__)
 
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+# What a page on an allowed origin may send (preflight) and read, for MCP over Streamable HTTP and SSE.
+CORS_HEADERS = {
+    "Access-Control-Allow-Methods": "GET, POST, DELETE",
+    "Access-Control-Allow-Headers": (
+        "Authorization, Content-Type, Accept, Mcp-Session-Id, MCP-Protocol-Version, Mcp-Method, Mcp-Name, Last-Event-ID"
+    ),
+    "Access-Control-Expose-Headers": "Mcp-Session-Id, MCP-Protocol-Version, WWW-Authenticate",
+    "Access-Control-Max-Age": "600",
+}
 
 
 def origin_allowed(origin: str, config: Config) -> bool:
@@ -53,3 +66,14 @@ def check_origin() -> None:
         f"origin {origin[:100]!r} is not allowed to use this server; add it to ALLOWED_ORIGINS if it should be",
         code="origin_not_allowed",
     )
+
+
+def allow_cross_origin(response: Response) -> Response:
+    """Let a page on an allowed origin read this answer (CORS); for `after_request`. A foreign origin
+    gets no such header: check_origin has refused its request already."""
+    origin = request.headers.get("Origin")
+    if origin is not None and origin_allowed(origin, services().config):
+        response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers.update(CORS_HEADERS)
+    response.vary.add("Origin")
+    return response

@@ -17,12 +17,13 @@ from web import errors
 from web.audit import record_rejected_message
 from web.http import json_response, read_json, require_owner, services
 from web.mcp_protocol import error_response as jsonrpc_error
-from web.origin import check_origin
+from web.origin import allow_cross_origin, check_origin
 from web.session import Session
 
 log = logging.getLogger(__name__)
 bp = Blueprint("sse", __name__)
 bp.before_request(check_origin)
+bp.after_request(allow_cross_origin)
 TRANSPORT = "sse"
 
 

@@ -39,12 +39,13 @@ from werkzeug.exceptions import MethodNotAllowed
 from web import errors, mcp_protocol
 from web.audit import record_rejected_message
 from web.http import json_response, read_json, require_owner, services
-from web.origin import check_origin
+from web.origin import allow_cross_origin, check_origin
 from web.session import Session
 
 log = logging.getLogger(__name__)
 bp = Blueprint("streamable", __name__)
 bp.before_request(check_origin)
+bp.after_request(allow_cross_origin)
 TRANSPORT = "http"
 SESSION_HEADER = "Mcp-Session-Id"
 VERSION_HEADER = "MCP-Protocol-Version"

@@ -7,9 +7,13 @@ in-process app where they need a short session lifetime.
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import json
+import subprocess
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import requests
@@ -173,6 +177,78 @@ def test_a_foreign_origin_is_refused_on_every_mcp_endpoint(live_server, live_age
     # The Inspector's UI runs on localhost: allowed.
     params = {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "inspector", "version": "0"}}
     assert post(live_server, rpc("initialize", params), headers={"Origin": "http://localhost:6274"}).status_code == 200
+
+
+def test_a_page_on_an_allowed_origin_can_read_the_answers_and_a_foreign_one_cannot(live_server, live_agent):
+    for path in ("/mcp", "/sse", "/messages"):
+        preflight = requests.options(
+            live_server.url + path, timeout=10,
+            headers={"Origin": "http://localhost:6274", "Access-Control-Request-Method": "POST",
+                     "Access-Control-Request-Headers": "authorization, content-type, mcp-session-id"},
+        )
+        assert preflight.status_code == 200, (path, preflight.status_code)
+        assert preflight.headers["Access-Control-Allow-Origin"] == "http://localhost:6274", path
+        allowed = {h.strip().lower() for h in preflight.headers["Access-Control-Allow-Headers"].split(",")}
+        assert {"authorization", "content-type", "mcp-session-id", "mcp-protocol-version"} <= allowed, path
+        assert "Access-Control-Allow-Credentials" not in preflight.headers
+    params = {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "page", "version": "0"}}
+    answer = post(live_server, rpc("initialize", params), headers={"Origin": "http://localhost:6274"})
+    assert answer.headers["Access-Control-Allow-Origin"] == "http://localhost:6274"
+    assert "Mcp-Session-Id" in answer.headers["Access-Control-Expose-Headers"] and "Origin" in answer.headers["Vary"]
+    unauthorized = requests.post(live_server.url + "/mcp", json=rpc("ping"), headers={"Origin": "http://localhost:6274"}, timeout=10)
+    assert unauthorized.status_code == 401 and "WWW-Authenticate" in unauthorized.headers["Access-Control-Expose-Headers"]
+    foreign = requests.options(live_server.url + "/mcp", headers={"Origin": "http://evil.example.com", "Access-Control-Request-Method": "POST"}, timeout=10)
+    assert foreign.status_code == 403 and "Access-Control-Allow-Origin" not in foreign.headers
+
+
+NODE_DIR = Path(__file__).resolve().parent.parent / "node"
+
+
+@contextlib.contextmanager
+def page_server(host: str):
+    """An empty page on `host` (a loopback address), the origin a browser-based client runs on."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.end_headers()
+            self.wfile.write(b"<!doctype html><title>client</title>")
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer((host, 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield httpd.server_address[1]
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_a_browser_page_on_localhost_speaks_mcp_to_the_server_and_a_foreign_page_is_refused(live_server, live_agent):
+    """In a real Chromium: a page at localhost (another origin than the server's 127.0.0.1) opens a
+    session, lists the tools and ends the session; the same code from a page at 127.0.0.2, an origin
+    the server does not know, is stopped."""
+    if not Path("/usr/bin/chromium").exists() or not (NODE_DIR / "node_modules" / "playwright-core").exists():
+        pytest.fail("needs Debian's chromium (.ci/apt-packages) and playwright-core (scripts/bootstrap --node)")
+
+    def run(page_url: str) -> dict:
+        done = subprocess.run(["node", str(NODE_DIR / "browser_fetch.mjs"), page_url, live_server.url, live_server.token],
+                              cwd=NODE_DIR, capture_output=True, text=True, timeout=90)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    with page_server("127.0.0.1") as port:
+        local = run(f"http://localhost:{port}/")
+    assert local.get("error") is None, local
+    assert local["initialize"] == "2025-11-25" and len(local["sessionId"]) >= 16 and local["deleted"] == 204
+    assert {"run_shell_command", "read_file", "write_file", "list_directory", "check_agent_status"} <= set(local["tools"])
+    with page_server("127.0.0.2") as port:
+        foreign = run(f"http://127.0.0.2:{port}/")
+    assert "Failed to fetch" in foreign.get("error", ""), foreign
+    assert f"refused OPTIONS /mcp from origin 'http://127.0.0.2:{port}'" in live_server.process.log()  # by the server, not the network
 
 
 # --- messages ----------------------------------------------------------------------------------
