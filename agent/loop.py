@@ -205,23 +205,26 @@ class Agent:
         started = time.monotonic()
         options: dict[str, Any] = {}
         streamer = None
-        self.state.record_running(command_id, 0, None)  # the on-disk dedupe, before anything runs
-        if tool == "run_shell_command":
-            cancel = threading.Event()
-            options = {
-                "spool": self.state.spool(command_id),
-                "cancel": cancel,
-                "on_start": lambda pgid: self.state.record_running(command_id, pgid, reaper.start_ticks(pgid)),
-            }
-            streamer = OutputStreamer(self.delivery, command_id, cancel, self.config.progress_seconds)
-            options["on_tick"] = streamer.tick
+        running = self.state.claim_running(command_id)  # the on-disk dedupe, before anything runs
         try:
-            body = operations.outcome(tool, command.get("arguments") or {}, float(command.get("timeout_seconds", 30)), self.config, self.policy, **options)
+            if tool == "run_shell_command":
+                cancel = threading.Event()
+                options = {
+                    "spool": self.state.spool(command_id),
+                    "cancel": cancel,
+                    "on_start": lambda pgid: running.record_group(pgid, reaper.start_ticks(pgid)),
+                }
+                streamer = OutputStreamer(self.delivery, command_id, cancel, self.config.progress_seconds)
+                options["on_tick"] = streamer.tick
+            try:
+                body = operations.outcome(tool, command.get("arguments") or {}, float(command.get("timeout_seconds", 30)), self.config, self.policy, **options)
+            finally:
+                if streamer is not None:
+                    streamer.stop()
+            spooled = streamer is not None and not self.delivery.inline_output(command_id, body)
+            self.state.put(command_id, body, spooled=spooled, durable=False)  # hardened below if the post fails
         finally:
-            if streamer is not None:
-                streamer.stop()
-        spooled = streamer is not None and not self.delivery.inline_output(command_id, body)
-        self.state.put(command_id, body, spooled=spooled, durable=False)  # hardened below if the post fails
+            running.close()
         self.state.finished_running(command_id)
         log.info("command %s (%s) %s in %.0f ms", command_id, tool, body["status"], (time.monotonic() - started) * 1000)
         if not self.delivery.deliver({"id": command_id, "body": body, "spooled": spooled}):

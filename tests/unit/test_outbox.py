@@ -66,3 +66,16 @@ def test_the_reaper_leaves_alone_a_leader_that_is_not_the_process_it_started(tmp
     state.record_running("c1", group.pid, reaper.start_ticks(group.pid) - 1)  # a reused process id
     assert reaper.reap(state, grace_seconds=1) == []
     assert group.poll() is None and state.running() == []
+
+
+def test_a_claimed_command_is_held_and_only_a_recorded_group_is_reaped(tmp_path, group):
+    state = StateDir(str(tmp_path / "state"))
+    before_spawn = state.claim_running("c1")  # as if killed before its shell started
+    spawned = state.claim_running("c2")
+    spawned.record_group(group.pid, reaper.start_ticks(group.pid))
+    assert state.holds("c1") and state.holds("c2")
+    assert reaper.reap(state, grace_seconds=1) == ["c2"]  # the records are read while still open, as after kill -9
+    group.wait(timeout=5)
+    assert state.running() == [] and not state.holds("c1") and not state.holds("c2")
+    before_spawn.close()
+    spawned.close()
