@@ -138,23 +138,24 @@ class Delivery:
             return sum(1 for entry in self.state.pending() if not self.deliver(entry))
 
 
-class OutputStreamer(threading.Thread):
+class OutputStreamer:
     """Streams one running command's output and heartbeat; sets `cancel` when the server says so.
 
-    Its first send is due `interval` after the command started, so it is started only then (`tick`,
-    from the command's thread): a quick command never costs a thread."""
+    Its first send is due `interval` after the command started, so its thread is made and started
+    only then (`tick`, from the command's thread): a quick command never costs a thread."""
 
     def __init__(self, delivery: Delivery, command_id: str, cancel: threading.Event, interval: float) -> None:
-        super().__init__(name=f"output-{command_id[:8]}", daemon=True)
         self.delivery, self.command_id, self.cancel, self.interval = delivery, command_id, cancel, interval
         self.finished = threading.Event()
-        self._due_at = time.monotonic() + interval
+        self._due_at: float | None = time.monotonic() + interval
+        self._thread: threading.Thread | None = None
 
     def tick(self) -> None:
         """Start streaming once the first send is due."""
         if self._due_at is not None and time.monotonic() >= self._due_at:
             self._due_at = None
-            self.start()
+            self._thread = threading.Thread(target=self.run, name=f"output-{self.command_id[:8]}", daemon=True)
+            self._thread.start()
 
     def run(self) -> None:
         acked = {stream: 0 for stream in STREAMS}
@@ -172,5 +173,5 @@ class OutputStreamer(threading.Thread):
 
     def stop(self) -> None:
         self.finished.set()
-        if self._due_at is None:
-            self.join(timeout=35)
+        if self._thread is not None:
+            self._thread.join(timeout=35)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import platform
+import queue
 import random
 import signal
 import threading
@@ -62,8 +63,12 @@ class Agent:
         }
         self.client = RelayClient(config, facts=facts)
         self.stopping = threading.Event()
-        # Daemon threads, one per running command, so that exiting never waits on a stuck command.
+        # Commands run on daemon worker threads, so that exiting never waits on a stuck command. A
+        # worker is reused for the next command rather than a thread started for each one.
         self._slots = threading.BoundedSemaphore(config.max_concurrent_commands)
+        self._work: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
+        self._idle_workers = 0  # workers waiting for work, less the commands already queued for them
+        self._idle_lock = threading.Lock()
         self._running = 0
         self._running_lock = threading.Lock()
         self._seen: dict[str, float] = {}
@@ -152,7 +157,20 @@ class Agent:
                     self._slots.acquire()
                     with self._running_lock:
                         self._running += 1
-                    threading.Thread(target=self._execute, args=(command,), name=f"command-{command['id'][:8]}", daemon=True).start()
+                    self._dispatch(command)
+
+    def _dispatch(self, command: dict[str, Any]) -> None:
+        """Hand a command to an idle worker, or start one (at most one per slot)."""
+        self._work.put(command)
+        with self._idle_lock:
+            if self._idle_workers > 0:
+                self._idle_workers -= 1
+                return
+        threading.Thread(target=self._work_forever, name="command", daemon=True).start()
+
+    def _work_forever(self) -> None:
+        while True:
+            self._execute(self._work.get())
 
     def _first_time(self, command_id: str, lease: int) -> bool:
         key = f"{command_id}:{lease}"
@@ -184,6 +202,8 @@ class Agent:
         except Exception:
             log.exception("command %s failed unexpectedly", command.get("id"))
         finally:
+            with self._idle_lock:  # idle before the slot is free, so no extra worker is started for it
+                self._idle_workers += 1
             with self._running_lock:
                 self._running -= 1
             self._slots.release()
