@@ -18,6 +18,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import requests
@@ -67,9 +68,16 @@ class Delivery:
                 pass
         return reply, remaining
 
-    def inline_output(self, command_id: str, body: dict[str, Any]) -> bool:
+    def inline_output(self, command_id: str, body: dict[str, Any], held: dict[str, bytes] | None = None) -> bool:
         """Put a small output into the result body itself (one post instead of three); False when it
-        is too big and must be streamed."""
+        is too big and must be streamed. `held` is the output when it never left memory."""
+        if held is not None and sum(len(data) for data in held.values()) <= INLINE_OUTPUT_BYTES:
+            body["output"] = [
+                {"stream": stream, "offset": 0, "data": base64.b64encode(held[stream]).decode("ascii")}
+                for stream in STREAMS
+                if held.get(stream)
+            ]
+            return True
         paths = self.state.spool_paths(command_id)
         sizes = {s: os.path.getsize(p) if os.path.exists(p) else 0 for s, p in paths.items()}
         if sum(sizes.values()) > INLINE_OUTPUT_BYTES:
@@ -144,8 +152,12 @@ class OutputStreamer:
     Its first send is due `interval` after the command started, so its thread is made and started
     only then (`tick`, from the command's thread): a quick command never costs a thread."""
 
-    def __init__(self, delivery: Delivery, command_id: str, cancel: threading.Event, interval: float) -> None:
+    def __init__(
+        self, delivery: Delivery, command_id: str, cancel: threading.Event, interval: float,
+        *, before_start: Callable[[], None] | None = None,
+    ) -> None:
         self.delivery, self.command_id, self.cancel, self.interval = delivery, command_id, cancel, interval
+        self.before_start = before_start  # e.g. put the output held in memory where the streamer reads it
         self.finished = threading.Event()
         self._due_at: float | None = time.monotonic() + interval
         self._thread: threading.Thread | None = None
@@ -154,6 +166,8 @@ class OutputStreamer:
         """Start streaming once the first send is due."""
         if self._due_at is not None and time.monotonic() >= self._due_at:
             self._due_at = None
+            if self.before_start is not None:
+                self.before_start()
             self._thread = threading.Thread(target=self.run, name=f"output-{self.command_id[:8]}", daemon=True)
             self._thread.start()
 

@@ -28,10 +28,11 @@ import requests
 from agent import VERSION, operations, reaper
 from agent.client import RelayClient, RelayError, classify
 from agent.config import AgentConfig
-from agent.delivery import Delivery, OutputStreamer
+from agent.delivery import INLINE_OUTPUT_BYTES, Delivery, OutputStreamer
 from agent.files import PathPolicy
 from agent.outbox import StateDir
 from agent.policy import deny_paths
+from agent.shell import OutputSpool
 
 log = logging.getLogger("agent")
 SHUTDOWN_GRACE_SECONDS = 10.0
@@ -224,24 +225,25 @@ class Agent:
             return
         started = time.monotonic()
         options: dict[str, Any] = {}
-        streamer = None
+        streamer = spool = None
         running = self.state.claim_running(command_id)  # the on-disk dedupe, before anything runs
         try:
             if tool == "run_shell_command":
                 cancel = threading.Event()
+                spool = OutputSpool(self.state.spool_paths(command_id), memory_bytes=INLINE_OUTPUT_BYTES)
                 options = {
-                    "spool": self.state.spool(command_id),
+                    "spool": spool,
                     "cancel": cancel,
                     "on_start": lambda pgid: running.record_group(pgid, reaper.start_ticks(pgid)),
                 }
-                streamer = OutputStreamer(self.delivery, command_id, cancel, self.config.progress_seconds)
+                streamer = OutputStreamer(self.delivery, command_id, cancel, self.config.progress_seconds, before_start=spool.spill)
                 options["on_tick"] = streamer.tick
             try:
                 body = operations.outcome(tool, command.get("arguments") or {}, float(command.get("timeout_seconds", 30)), self.config, self.policy, **options)
             finally:
                 if streamer is not None:
                     streamer.stop()
-            spooled = streamer is not None and not self.delivery.inline_output(command_id, body)
+            spooled = spool is not None and not self.delivery.inline_output(command_id, body, spool.held())
             self.state.put(command_id, body, spooled=spooled, durable=False)  # hardened below if the post fails
         finally:
             running.close()

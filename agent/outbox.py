@@ -3,7 +3,8 @@
 Everything lives under the state folder (`~/.local/state/code-remote` unless configured):
 
     outbox/<id>.json     a finished command's result body, until the server acknowledges it
-    spool/<id>/stdout    a command's output as it was produced (streamed to the server from here)
+    spool/<id>/stdout    a command's output as it was produced (streamed to the server from here),
+                         once it runs long enough to be streamed or outgrows memory (agent/shell.py)
     running/<id>.json    a command being run (empty until its process group exists), for the reaper
 
 A result is written to the outbox (atomically: temporary file, rename) before the first attempt to
@@ -105,6 +106,8 @@ class StateDir:
                 except FileNotFoundError:
                     pass
             os.rmdir(folder)
+        except FileNotFoundError:
+            pass  # output that never left memory has no spool
         except OSError:
             shutil.rmtree(folder, ignore_errors=True)
 

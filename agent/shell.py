@@ -4,8 +4,8 @@ The command runs in the user's shell with stdin closed, in a process group of it
 timeout the whole group (the shell and everything it started) is killed: SIGTERM, then SIGKILL after a
 grace period; a `cancel` event ends the group the same way. Output is read from both pipes without
 threads; past the cap it is counted and dropped, and the result says how much was dropped. With a
-`spool`, each stream is appended to a file as it arrives (for the agent to stream to the server) and
-the result carries byte counts instead of text. A child that outlives the shell while holding the
+`spool`, each stream goes to it as it arrives (for the agent to stream to the server) and the result
+carries byte counts instead of text. A child that outlives the shell while holding the
 pipes open (a daemon) does not hold the result back for more than a moment. Deadlines use the
 monotonic clock, so a change of the wall clock cannot fire them early or late.
 """
@@ -51,18 +51,59 @@ class _Capture:
         return text
 
 
-class _Spool:
-    """A capture that appends what it keeps to a file, flushed at once so a reader sees it."""
+class OutputSpool:
+    """A command's output, one file per stream for a reader in another thread (the agent's streamer).
 
-    def __init__(self, limit: int, path: str) -> None:
+    It is held in memory until `spill()` (called before anyone reads the files) or until it outgrows
+    `memory_bytes`; from then on it is appended to the files, flushed at once so a reader sees it. A
+    quick command's output thus never touches the disk: creating, reading and removing a folder and
+    two files cost more than the rest of the command's disk work. Used from one thread only."""
+
+    def __init__(self, paths: dict[str, str], memory_bytes: int) -> None:
+        self.paths, self.memory_bytes = paths, memory_bytes
+        self.buffers: dict[str, bytearray] | None = {stream: bytearray() for stream in paths}
+        self.files: dict[str, Any] = {}
+
+    def write(self, stream: str, data: bytes) -> None:
+        if self.buffers is not None:
+            self.buffers[stream] += data
+            if sum(len(held) for held in self.buffers.values()) > self.memory_bytes:
+                self.spill()
+            return
+        self.files[stream].write(data)
+        self.files[stream].flush()
+
+    def spill(self) -> None:
+        """Write what is held to the files and send all later output there."""
+        if self.buffers is None:
+            return
+        os.makedirs(os.path.dirname(self.paths["stdout"]), mode=0o700, exist_ok=True)
+        for stream, path in self.paths.items():
+            self.files[stream] = open(path, "wb")
+            self.files[stream].write(self.buffers[stream])
+            self.files[stream].flush()
+        self.buffers = None
+
+    def held(self) -> dict[str, bytes] | None:
+        """The whole output when it never left memory, else None (read the files)."""
+        return None if self.buffers is None else {stream: bytes(data) for stream, data in self.buffers.items()}
+
+    def close(self) -> None:
+        for handle in self.files.values():
+            handle.close()
+
+
+class _Spool:
+    """A capture that sends what it keeps to an `OutputSpool` stream."""
+
+    def __init__(self, limit: int, spool: OutputSpool, stream: str) -> None:
         self.limit, self.size, self.dropped = limit, 0, 0
-        self.file = open(path, "wb")
+        self.spool, self.stream = spool, stream
 
     def add(self, data: bytes) -> None:
         keep = data[: max(self.limit - self.size, 0)]
         if keep:
-            self.file.write(keep)
-            self.file.flush()
+            self.spool.write(self.stream, keep)
             self.size += len(keep)
         self.dropped += len(data) - len(keep)
 
@@ -82,14 +123,14 @@ def run(
     timeout_seconds: float,
     max_output_bytes: int,
     kill_grace_seconds: float = 2.0,
-    spool: dict[str, str] | None = None,
+    spool: OutputSpool | None = None,
     cancel: threading.Event | None = None,
     on_start: Callable[[int], None] | None = None,
     on_tick: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """Run `command`; return stdout, stderr, exit code, whether it timed out and how long it took.
 
-    `spool` ({"stdout": path, "stderr": path}) sends output to files instead of the result;
+    `spool` (an OutputSpool) takes the output instead of the result;
     `cancel` ends the process group when set; `on_start(pgid)` is called once it exists; `on_tick()`
     is called at least every 0.2 s while the command runs when `cancel` is given."""
     if not os.path.isdir(cwd):
@@ -112,9 +153,10 @@ def run(
     if spool is None:
         captures = {proc.stdout.fileno(): _Capture(max_output_bytes), proc.stderr.fileno(): _Capture(max_output_bytes)}
     else:
-        captures = {proc.stdout.fileno(): _Spool(max_output_bytes, spool["stdout"]), proc.stderr.fileno(): _Spool(max_output_bytes, spool["stderr"])}
+        captures = {proc.stdout.fileno(): _Spool(max_output_bytes, spool, "stdout"), proc.stderr.fileno(): _Spool(max_output_bytes, spool, "stderr")}
     out_fd, err_fd = proc.stdout.fileno(), proc.stderr.fileno()
     selector = selectors.DefaultSelector()
+    open_pipes = set(captures)
     for fd in captures:
         os.set_blocking(fd, False)
         selector.register(fd, selectors.EVENT_READ)
@@ -123,7 +165,7 @@ def run(
     term_sent_at: float | None = None
     exited_at: float | None = None
     try:
-        while selector.get_map():
+        while open_pipes:
             t = time.monotonic()
             if proc.poll() is not None and exited_at is None:
                 exited_at = t
@@ -153,6 +195,7 @@ def run(
                     captures[key.fd].add(data)
                 else:
                     selector.unregister(key.fd)
+                    open_pipes.discard(key.fd)
         # The pipes are closed but the shell may still run (it closed its output): keep watching
         # for a cancellation while waiting for it. Pipes usually close a moment before the exit
         # can be reaped, so look again soon at first: a fixed 0.2 s step made every ~20th quick
@@ -182,9 +225,8 @@ def run(
         selector.close()
         proc.stdout.close()
         proc.stderr.close()
-        for capture in captures.values():
-            if isinstance(capture, _Spool):
-                capture.file.close()
+        if spool is not None:
+            spool.close()
         if proc.poll() is None:
             _kill_group(pgid, signal.SIGKILL)
             proc.wait()

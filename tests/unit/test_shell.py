@@ -77,3 +77,31 @@ def test_a_background_process_holding_the_pipes_does_not_hold_the_result(tmp_pat
 def test_a_command_killed_by_a_signal_reports_it(tmp_path):
     result = run("kill -KILL $$", tmp_path)
     assert result["signal"] == "SIGKILL" and result["exit_code"] == 137
+
+
+def spooled(command: str, tmp_path: Path, *, memory_bytes: int, max_output_bytes: int = 100_000) -> tuple[dict, shell.OutputSpool]:
+    spool = shell.OutputSpool({s: str(tmp_path / "spool" / s) for s in ("stdout", "stderr")}, memory_bytes=memory_bytes)
+    result = shell.run(command, shell="/bin/sh", cwd=str(tmp_path), timeout_seconds=10, max_output_bytes=max_output_bytes, spool=spool)
+    return result, spool
+
+
+def test_a_small_spooled_output_stays_in_memory_and_never_creates_files(tmp_path):
+    result, spool = spooled("echo out; echo err >&2", tmp_path, memory_bytes=1000)
+    assert spool.held() == {"stdout": b"out\n", "stderr": b"err\n"} and result["stdout_bytes"] == 4
+    assert not (tmp_path / "spool").exists()
+
+
+def test_a_spooled_output_past_memory_goes_to_the_files_whole_and_capped(tmp_path):
+    result, spool = spooled("head -c 5000 /dev/zero; echo err >&2", tmp_path, memory_bytes=1000, max_output_bytes=3000)
+    assert spool.held() is None and result["stdout_bytes"] == 5000 and result["stdout_dropped"] == 2000
+    assert (tmp_path / "spool" / "stdout").read_bytes() == b"\0" * 3000
+    assert (tmp_path / "spool" / "stderr").read_bytes() == b"err\n"
+
+
+def test_a_spill_puts_what_was_held_in_the_files_before_later_output(tmp_path):
+    spool = shell.OutputSpool({s: str(tmp_path / "spool" / s) for s in ("stdout", "stderr")}, memory_bytes=1000)
+    spool.write("stdout", b"early ")
+    spool.spill()  # as the streamer is about to start
+    spool.write("stdout", b"late")
+    spool.close()
+    assert (tmp_path / "spool" / "stdout").read_bytes() == b"early late" and (tmp_path / "spool" / "stderr").read_bytes() == b""
