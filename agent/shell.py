@@ -108,6 +108,15 @@ class _Spool:
         self.dropped += len(data) - len(keep)
 
 
+def _exit_watch(pid: int) -> int | None:
+    """A descriptor that becomes readable when process `pid` exits (Linux 5.3+), so the wait for a
+    quick command's exit needs no polling; None elsewhere, where the exit is polled."""
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return None
+
+
 def _kill_group(pgid: int, sig: int) -> None:
     try:
         os.killpg(pgid, sig)
@@ -160,6 +169,9 @@ def run(
     for fd in captures:
         os.set_blocking(fd, False)
         selector.register(fd, selectors.EVENT_READ)
+    exit_fd = _exit_watch(proc.pid)
+    if exit_fd is not None:
+        selector.register(exit_fd, selectors.EVENT_READ)
     deadline = started + timeout_seconds
     timed_out = cancelled = False
     term_sent_at: float | None = None
@@ -187,6 +199,9 @@ def run(
             if on_tick is not None:
                 on_tick()
             for key, _ in selector.select(timeout=wait):
+                if key.fd == exit_fd:
+                    selector.unregister(exit_fd)  # exited: seen by proc.poll() above, next round
+                    continue
                 try:
                     data = os.read(key.fd, READ_CHUNK)
                 except BlockingIOError:
@@ -199,12 +214,17 @@ def run(
         # The pipes are closed but the shell may still run (it closed its output): keep watching
         # for a cancellation while waiting for it. Pipes usually close a moment before the exit
         # can be reaped, so look again soon at first: a fixed 0.2 s step made every ~20th quick
-        # command take 200 ms.
+        # command take 200 ms. Where the exit can be watched, it ends the wait the moment it comes.
         step = 0.001
         while cancel is not None and term_sent_at is None and proc.poll() is None and time.monotonic() < deadline:
             if on_tick is not None:
                 on_tick()
-            if cancel.wait(step) and proc.poll() is None:
+            if selector.get_map():
+                selector.select(timeout=step)  # only the exit is left to watch
+                stop = cancel.is_set()
+            else:
+                stop = cancel.wait(step)
+            if stop and proc.poll() is None:
                 cancelled = True
                 term_sent_at = time.monotonic()
                 _kill_group(pgid, signal.SIGTERM)
@@ -223,6 +243,8 @@ def run(
             _kill_group(pgid, signal.SIGKILL)  # anything the group left behind
     finally:
         selector.close()
+        if exit_fd is not None:
+            os.close(exit_fd)
         proc.stdout.close()
         proc.stderr.close()
         if spool is not None:
