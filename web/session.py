@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from web import errors
+from web.replay import Replays
 
 CLOSED = object()
 
@@ -36,6 +37,8 @@ class Session:
     last_active: float = dataclasses.field(default_factory=time.monotonic)
     closed: bool = False
     outbox: queue.Queue = dataclasses.field(default_factory=queue.Queue)
+    # Answers sent as SSE streams, kept for a client that resumes one with Last-Event-ID.
+    replays: Replays = dataclasses.field(default_factory=Replays)
 
     def send(self, message: dict[str, Any]) -> None:
         """Queue a JSON-RPC message for the session's stream."""

@@ -9,7 +9,9 @@ Handshake revisions (2025-03-26, 2025-06-18, 2025-11-25):
 * A body of notifications or client responses only is answered 202. A request is answered as
   `application/json`, or as an SSE stream when the client accepts one and the answer takes longer
   than `JSON_WINDOW_SECONDS` or notifications (progress) come first; the stream sends a comment
-  every `heartbeat_seconds` so proxies keep it open. `Accept` admitting neither form: 406.
+  every `heartbeat_seconds` so proxies keep it open. `Accept` admitting neither form: 406. Such a
+  stream is resumable: its events carry ids, and `GET /mcp` with `Last-Event-ID` continues it on a
+  new connection (web/replay.py).
 * `GET /mcp` opens the session's stream for server-initiated messages (one at a time, else 409);
   `DELETE /mcp` ends the session. Idle sessions expire on their own: clients rarely send DELETE.
 
@@ -40,6 +42,7 @@ from web import errors, mcp_protocol
 from web.audit import record_rejected_message
 from web.http import json_response, read_json, require_owner, services
 from web.origin import allow_cross_origin, check_origin
+from web.replay import MAX_FINISHED, PRIMING_VERSIONS, RESUMABLE_VERSIONS, RETRY_MILLISECONDS, Replay
 from web.session import Session
 
 log = logging.getLogger(__name__)
@@ -258,7 +261,39 @@ def _answer(
                 status = error_status.get(answer["error"]["code"], 200)
             return json_response(answer, status)
     heartbeat = services().config.heartbeat_seconds
+    version = session.protocol_version if session is not None else None
+    if session is not None and version in RESUMABLE_VERSIONS:
+        replay = session.replays.open()
+        threading.Thread(target=_keep, args=(first, outbox, replay), daemon=True, name="mcp-http-replay").start()
+        stream = _stream_replay(replay, 0, heartbeat, session, priming=version in PRIMING_VERSIONS)
+        return Response(stream, mimetype="text/event-stream", headers=SSE_HEADERS)
     return Response(_stream_answer(first, outbox, heartbeat, session), mimetype="text/event-stream", headers=SSE_HEADERS)
+
+
+def _keep(first: tuple | None, outbox: queue.Queue, replay: Replay) -> None:
+    """Move a call's messages into its replay as they come, whether or not anyone still listens."""
+    item = first
+    while True:
+        kind, message = item if item is not None else outbox.get()
+        replay.add(message if isinstance(message, list) else [message], last=kind == _DONE)
+        if kind == _DONE:
+            return
+        item = None
+
+
+def _stream_replay(replay: Replay, after: int, heartbeat: float, session: Session, *, priming: bool) -> Iterator[str]:
+    """A resumable answer stream from message `after` on: every message with its event id."""
+    if priming:
+        yield f"id: {replay.event_id(0)}\nretry: {RETRY_MILLISECONDS}\ndata: \n\n"
+    else:
+        yield ": answer on its way\n\n"  # headers go out with the first chunk: send them now
+    for item in replay.follow(after, heartbeat):
+        if item is None:
+            session.last_active = time.monotonic()  # a call in progress keeps its session alive
+            yield ": keep-alive\n\n"
+            continue
+        number, message = item
+        yield f"id: {replay.event_id(number)}\n" + _sse_message(message)
 
 
 def _stream_answer(first: tuple | None, outbox: queue.Queue, heartbeat: float, session: Session | None) -> Iterator[str]:
@@ -286,13 +321,31 @@ def _sse_message(message: dict[str, Any]) -> str:
     return f"event: message\ndata: {json.dumps(message, separators=(',', ':'), ensure_ascii=False)}\n\n"
 
 
-# --- GET: the session's own stream -------------------------------------------------------------
+# --- GET: the session's own stream, or a resumed answer ------------------------------------------
+
+
+def _resume(session: Session, last_event_id: str) -> Response:
+    """The rest of an answer stream the client lost, from the event after `last_event_id`."""
+    found = session.replays.find(last_event_id)
+    if found is None:
+        raise errors.NotFound(
+            f"no answer stream to resume from Last-Event-ID {last_event_id[:80]!r} in this session "
+            f"(only the latest {MAX_FINISHED} finished answers are kept)",
+            code="unknown_event_id",
+        )
+    replay, after = found
+    log.info("http session %s resumes answer stream %s after event %d", session.id[:8], replay.id, after)
+    stream = _stream_replay(replay, after, services().config.heartbeat_seconds, session, priming=False)
+    return Response(stream, mimetype="text/event-stream", headers=SSE_HEADERS)
 
 
 def _open_stream(session: Session) -> Response:
     svc = services()
     if not _accepts()[1]:
         raise errors.NotAcceptable("GET /mcp opens an SSE stream: send 'Accept: text/event-stream'")
+    last_event_id = request.headers.get("Last-Event-ID")
+    if last_event_id is not None:
+        return _resume(session, last_event_id)
     if session.listening:
         raise errors.Conflict("this session already has a GET stream open", code="stream_open")
     session.listening = True

@@ -11,6 +11,7 @@ import pytest
 from tests import node_clients
 from tests.mcp_client import McpSession, open_session
 from tests.node_clients import inspector_call_tool, inspector_list_tools, mcp_remote_cmd
+from tests.stream_cutter import StreamCutter
 
 FIVE_TOOLS = {"run_shell_command", "read_file", "write_file", "list_directory", "check_agent_status"}
 
@@ -111,3 +112,27 @@ def test_mcp_remote_drives_the_tools(live_server, live_agent, node_ready, tmp_pa
     anyio.run(scenario)
     rows = [r for r in live_server.audit() if r["arguments"].get("command") == f"echo {tag}; exit 3"]
     assert rows and rows[0]["transport"] == ("http" if path == "/mcp" else "sse")
+
+
+def test_official_client_resumes_a_long_call_whose_stream_was_cut(live_server, live_agent):
+    """A tool call's answer stream is cut mid-call (after its priming event): the official client
+    reconnects with Last-Event-ID, gets the result on the resumed stream, and the command ran once."""
+    marker = f"resumed-{live_agent.name}-{id(live_server)}"
+    cutter = StreamCutter(live_server.port)
+
+    async def scenario() -> dict:
+        with anyio.fail_after(60):
+            async with open_session("http", cutter.url + "/mcp", live_server.token, mode="legacy", handshake_version="2025-11-25") as s:
+                assert s.protocol_version == "2025-11-25"
+                cutter.cut_after(b"id: ")
+                return await s.call_tool("run_shell_command", {"command": f"sleep 2; echo {marker}"})
+
+    try:
+        result = anyio.run(scenario)
+    finally:
+        cutter.close()
+    assert cutter.cuts == 1
+    assert not result["is_error"] and result["text"].startswith(marker), result
+    assert "resumes answer stream" in live_server.process.log()
+    rows = [r for r in live_server.audit() if marker in r["arguments"].get("command", "")]
+    assert [(r["status"], r["exit_code"]) for r in rows] == [("succeeded", 0)]

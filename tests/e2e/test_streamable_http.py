@@ -61,8 +61,9 @@ def initialize(server, revision: str = "2025-11-25") -> str:
 
 
 def sse_messages(text: str) -> list[dict]:
-    """The JSON-RPC messages of an SSE body, in order (comments and blank lines skipped)."""
-    return [json.loads(line[5:]) for line in text.splitlines() if line.startswith("data:")]
+    """The JSON-RPC messages of an SSE body, in order (comments, blank lines and the data-less priming
+    event skipped, as an SSE client does)."""
+    return [json.loads(line[5:]) for line in text.splitlines() if line.startswith("data:") and line[5:].strip()]
 
 
 def stateless(server, method: str, params: dict | None = None, *, headers: dict | None = None, **kwargs) -> requests.Response:
@@ -284,6 +285,35 @@ def test_a_slow_call_is_streamed_as_sse_and_a_json_only_client_gets_json(live_se
     plain = post(live_server, call, session=session, headers={"Accept": "application/json"})
     assert plain.headers["Content-Type"].startswith("application/json")
     assert plain.json()["result"]["content"][0]["text"].startswith("slow")
+
+
+def resume(server, session: str, last_event_id: str, version: str) -> requests.Response:
+    headers = {"Authorization": f"Bearer {server.token}", "Accept": "text/event-stream", "Mcp-Session-Id": session,
+               "MCP-Protocol-Version": version, "Last-Event-ID": last_event_id}
+    return requests.get(server.url + "/mcp", headers=headers, timeout=30)
+
+
+@pytest.mark.parametrize("revision", ["2025-06-18", "2025-11-25"])
+def test_an_answer_stream_cut_mid_call_is_resumed_with_last_event_id(live_server, live_agent, revision):
+    """The first stream is dropped before the answer; a GET with the last event id seen gets it."""
+    session = initialize(live_server, revision)
+    call = rpc("tools/call", {"name": "run_shell_command", "arguments": {"command": "sleep 1.5; echo resumed"}}, 21)
+    with post(live_server, call, session=session, version=revision, stream=True) as first:
+        assert first.headers["Content-Type"].startswith("text/event-stream")
+        opening = next(first.iter_lines(decode_unicode=True))
+    if revision == "2025-11-25":  # primed: an id before any message, so a quiet call can be resumed too
+        assert opening.startswith("id: ") and opening.endswith("/0")
+        resumed = resume(live_server, session, opening[4:], revision)
+        assert resumed.status_code == 200 and resumed.text.startswith(": answer on its way")
+        (answer,) = sse_messages(resumed.text)
+        assert answer["id"] == 21 and answer["result"]["content"][0]["text"].startswith("resumed")
+        assert f"id: {opening[4:-2]}/1" in resumed.text
+        again = resume(live_server, session, f"{opening[4:-2]}/1", revision)  # nothing after the last one
+        assert again.status_code == 200 and sse_messages(again.text) == []
+    else:  # older clients cannot read a data-less event: no priming, the first event is the answer
+        assert opening.startswith(": ")
+    unknown = resume(live_server, session, "0123456789abcdef/0", revision)
+    assert unknown.status_code == 404 and "no answer stream to resume" in unknown.json()["error"]["message"]
 
 
 def test_a_client_that_disconnects_mid_call_leaves_the_command_to_complete_and_be_audited(live_server, live_agent):
