@@ -8,8 +8,9 @@ a stream carries the event id `<stream>/<n>`. A 2025-11-25 client first gets a p
 read an event without data, so they get none.
 
 A call's work never depended on its stream: the tool call runs to its end and its messages are kept
-here whoever is listening, until the session ends (the newest MAX_FINISHED finished answers of a
-session are kept; an unfinished one is never dropped).
+here whoever is listening, until the session ends. Of a session's finished answers only the newest
+MAX_FINISHED are kept (a client resumes within seconds; a tool result may be 40 KB); an unfinished
+one is never dropped.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any
 RESUMABLE_VERSIONS = frozenset({"2025-03-26", "2025-06-18", "2025-11-25"})
 PRIMING_VERSIONS = frozenset({"2025-11-25"})
 RETRY_MILLISECONDS = 1000
-MAX_FINISHED = 16
+MAX_FINISHED = 4
 
 
 class Replay:
