@@ -59,7 +59,7 @@ def test_an_expired_agent_token_is_refused_with_its_own_code(client):
 def test_forged_tampered_and_wrong_audience_tokens_get_distinct_codes(client, config):
     token = register(client)
     forged = URLSafeTimedSerializer(["not the server's key"], salt=SIGNING_SALT).dumps({"aud": "agent", "m": "box", "g": 0})
-    tampered = token[:-1] + ("A" if token[-1] != "A" else "B")
+    tampered = ("B" if token[0] != "B" else "C") + token[1:]  # in the signed payload: the signature's last character carries dropped bits
     wrong_audience = URLSafeTimedSerializer(config.agent_signing_keys, salt=SIGNING_SALT).dumps({"aud": "mcp", "m": "box", "g": 0})
     codes = {}
     for name, candidate in {"forged": forged, "tampered": tampered, "wrong_audience": wrong_audience}.items():
