@@ -6,13 +6,16 @@ loopback port. Readiness is waited for with a deadline, never a fixed sleep.
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +47,30 @@ def wait_for(condition: Callable[[], Any], *, timeout: float = 15.0, interval: f
             last_error = error
         time.sleep(interval)
     raise TimeoutError(f"timed out after {timeout} s waiting for {what}" + (f" (last error: {last_error})" if last_error else ""))
+
+
+@contextlib.contextmanager
+def serve_page(body: bytes, host: str = "127.0.0.1") -> Iterator[int]:
+    """A loopback HTTP server answering every GET with the HTML `body`; yields its port. A browser
+    page's origin, or a local OAuth client's redirect target."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer((host, 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield httpd.server_address[1]
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
 
 
 def process_alive(pid: int) -> bool:

@@ -4,10 +4,8 @@ PKCE, consent, token, refresh) then tool calls, and each misuse failing with its
 from __future__ import annotations
 
 import contextlib
-import http.server
 import json
 import subprocess
-import threading
 import time
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -20,7 +18,7 @@ from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 
-from tests.harness import Agent, Server
+from tests.harness import Agent, Server, serve_page
 from tests.oauth_helpers import (
     CLAUDE_CALLBACK,
     REDIRECT_URI,
@@ -280,25 +278,8 @@ def test_consent_page_in_headless_chromium(server, tmp_path):
 @contextlib.contextmanager
 def callback_server():
     """A local client's redirect target on a loopback port, as Claude Code or VS Code opens one."""
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            self.send_response(200)
-            self.send_header("Content-Type", "text/html")
-            self.end_headers()
-            self.wfile.write(b"<p>signed in; you may close this tab</p>")
-
-        def log_message(self, *args):
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}/callback"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    with serve_page(b"<p>signed in; you may close this tab</p>") as port:
+        yield f"http://127.0.0.1:{port}/callback"
 
 
 def redirect_params_from_url(url: str) -> dict[str, str]:

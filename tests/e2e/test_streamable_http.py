@@ -7,8 +7,6 @@ in-process app where they need a short session lifetime.
 
 from __future__ import annotations
 
-import contextlib
-import http.server
 import json
 import subprocess
 import threading
@@ -19,7 +17,7 @@ import pytest
 import requests
 
 from tests.conftest import replace_config
-from tests.harness import TOKEN, wait_for
+from tests.harness import TOKEN, serve_page, wait_for
 from web import streamable
 
 ACCEPT_BOTH = "application/json, text/event-stream"
@@ -203,29 +201,7 @@ def test_a_page_on_an_allowed_origin_can_read_the_answers_and_a_foreign_one_cann
 
 
 NODE_DIR = Path(__file__).resolve().parent.parent / "node"
-
-
-@contextlib.contextmanager
-def page_server(host: str):
-    """An empty page on `host` (a loopback address), the origin a browser-based client runs on."""
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            self.send_response(200)
-            self.send_header("Content-Type", "text/html")
-            self.end_headers()
-            self.wfile.write(b"<!doctype html><title>client</title>")
-
-        def log_message(self, *args):
-            pass
-
-    httpd = http.server.ThreadingHTTPServer((host, 0), Handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    try:
-        yield httpd.server_address[1]
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+PAGE = b"<!doctype html><title>client</title>"  # the origin a browser-based client runs on
 
 
 def test_a_browser_page_on_localhost_speaks_mcp_to_the_server_and_a_foreign_page_is_refused(live_server, live_agent):
@@ -241,12 +217,12 @@ def test_a_browser_page_on_localhost_speaks_mcp_to_the_server_and_a_foreign_page
         assert done.returncode == 0, done.stderr[-3000:]
         return json.loads(done.stdout.strip().splitlines()[-1])
 
-    with page_server("127.0.0.1") as port:
+    with serve_page(PAGE, "127.0.0.1") as port:
         local = run(f"http://localhost:{port}/")
     assert local.get("error") is None, local
     assert local["initialize"] == "2025-11-25" and len(local["sessionId"]) >= 16 and local["deleted"] == 204
     assert {"run_shell_command", "read_file", "write_file", "list_directory", "check_agent_status"} <= set(local["tools"])
-    with page_server("127.0.0.2") as port:
+    with serve_page(PAGE, "127.0.0.2") as port:
         foreign = run(f"http://127.0.0.2:{port}/")
     assert "Failed to fetch" in foreign.get("error", ""), foreign
     assert f"refused OPTIONS /mcp from origin 'http://127.0.0.2:{port}'" in live_server.process.log()  # by the server, not the network

@@ -2,21 +2,10 @@
 // another origin, as a browser-based client (the Inspector's UI connecting directly) does.
 // Usage: node browser_fetch.mjs <page-url> <server-url> <token>
 // Prints one JSON line: {"initialize": ..., "sessionId": ..., "tools": [...], "deleted": status} or {"error": message}.
-import { mkdtempSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { chromium } from "playwright-core";
+import { launchChromium } from "./chromium.mjs";
 
 const [pageUrl, serverUrl, token] = process.argv.slice(2);
-const context = await chromium.launchPersistentContext(mkdtempSync(join(tmpdir(), "fetch-chromium-")), {
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  headless: true,
-  args: [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync",
-  ],
-  timeout: 30000,
-});
+const context = await launchChromium();
 try {
   const page = context.pages()[0] ?? (await context.newPage());
   await page.goto(pageUrl);

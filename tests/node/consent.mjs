@@ -1,24 +1,13 @@
 // Drive Code Remote's OAuth consent page in a real headless Chromium, as the owner would.
 // Usage: node consent.mjs <authorization-url> <owner-secret> <screenshot-dir> [wrong-secret]
 // Prints one JSON line: {"redirect": <the URL the page sent the browser to>, "wrongSecretError": ...}.
-import { mkdtempSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { chromium } from "playwright-core";
+import { launchChromium } from "./chromium.mjs";
 
 const [authorizationUrl, secret, shotDir, wrongSecret] = process.argv.slice(2);
 const redirectTarget = new URL(new URL(authorizationUrl).searchParams.get("redirect_uri"));
 
-const context = await chromium.launchPersistentContext(mkdtempSync(join(tmpdir(), "consent-chromium-")), {
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  headless: true,
-  args: [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync",
-  ],
-  viewport: { width: 900, height: 900 },
-  timeout: 30000,
-});
+const context = await launchChromium({ viewport: { width: 900, height: 900 } });
 try {
   const page = context.pages()[0] ?? (await context.newPage());
   page.setDefaultTimeout(15000);
