@@ -55,6 +55,7 @@ from web.models import (
     CommandEvent,
     atomic_write,
     db,
+    log_event,
     now,
     transition,
 )
@@ -70,6 +71,9 @@ log = logging.getLogger(__name__)
 HEARTBEAT_WRITE_SECONDS = 5.0
 AGENT_FINAL_STATES = frozenset({SUCCEEDED, FAILED, TIMED_OUT, CANCELLED})
 PENDING_STATES = (QUEUED, LEASED, RUNNING)
+# A machine's pending commands are counted through the (machine, state) index (web/lease.py), so the
+# cost does not grow with the machine's history. Run from SQL text (web/sql.py): every call counts.
+COUNT_PENDING = "SELECT COUNT(*) FROM command WHERE machine = ? AND state IN (?, ?, ?)"
 
 
 class Relay(Leases, Sweeper, Machines):
@@ -155,7 +159,7 @@ class Relay(Leases, Sweeper, Machines):
             elif command.state == RUNNING and command.cancel_requested_at is None:
                 command.cancel_requested_at = now()
                 command.save()
-                CommandEvent.create(command_id=command.id, from_state=RUNNING, to_state=RUNNING, actor=actor, detail="cancel requested: " + reason)
+                log_event(command.id, RUNNING, RUNNING, actor, "cancel requested: " + reason)
         self.wakeups.signal(command_id)
         return command
 
@@ -262,10 +266,3 @@ class Relay(Leases, Sweeper, Machines):
         if command is not None and command.state in TERMINAL_STATES and command.state != LOST:
             return command
         return self.get(command_id)
-
-
-
-
-# A machine's pending commands are counted through the (machine, state) index (web/lease.py), so the
-# cost does not grow with the machine's history. Run from SQL text (web/sql.py): every call counts.
-COUNT_PENDING = "SELECT COUNT(*) FROM command WHERE machine = ? AND state IN (?, ?, ?)"

@@ -260,14 +260,15 @@ def _answer(
             if error_status and isinstance(answer, dict) and "error" in answer:
                 status = error_status.get(answer["error"]["code"], 200)
             return json_response(answer, status)
-    heartbeat = services().config.heartbeat_seconds
+    # Kept in the session, with event ids, where the revision lets a client resume it.
     version = session.protocol_version if session is not None else None
-    if session is not None and version in RESUMABLE_VERSIONS:
-        replay = session.replays.open()
-        threading.Thread(target=_keep, args=(first, outbox, replay), daemon=True, name="mcp-http-replay").start()
-        stream = _stream_replay(replay, 0, heartbeat, session, priming=version in PRIMING_VERSIONS)
-        return Response(stream, mimetype="text/event-stream", headers=SSE_HEADERS)
-    return Response(_stream_answer(first, outbox, heartbeat, session), mimetype="text/event-stream", headers=SSE_HEADERS)
+    resumable = session is not None and version in RESUMABLE_VERSIONS
+    replay = session.replays.open() if resumable else Replay()
+    threading.Thread(target=_keep, args=(first, outbox, replay), daemon=True, name="mcp-http-replay").start()
+    stream = _stream_replay(
+        replay, 0, services().config.heartbeat_seconds, session, ids=resumable, priming=version in PRIMING_VERSIONS
+    )
+    return Response(stream, mimetype="text/event-stream", headers=SSE_HEADERS)
 
 
 def _keep(first: tuple | None, outbox: queue.Queue, replay: Replay) -> None:
@@ -281,40 +282,22 @@ def _keep(first: tuple | None, outbox: queue.Queue, replay: Replay) -> None:
         item = None
 
 
-def _stream_replay(replay: Replay, after: int, heartbeat: float, session: Session, *, priming: bool) -> Iterator[str]:
-    """A resumable answer stream from message `after` on: every message with its event id."""
-    if priming:
+def _stream_replay(
+    replay: Replay, after: int, heartbeat: float, session: Session | None, *, ids: bool = True, priming: bool = False
+) -> Iterator[str]:
+    """An answer stream from message `after` on; with `ids`, every message carries its event id."""
+    if ids and priming:
         yield f"id: {replay.event_id(0)}\nretry: {RETRY_MILLISECONDS}\ndata: \n\n"
     else:
         yield ": answer on its way\n\n"  # headers go out with the first chunk: send them now
     for item in replay.follow(after, heartbeat):
         if item is None:
-            session.last_active = time.monotonic()  # a call in progress keeps its session alive
+            if session is not None:
+                session.last_active = time.monotonic()  # a call in progress keeps its session alive
             yield ": keep-alive\n\n"
             continue
         number, message = item
-        yield f"id: {replay.event_id(number)}\n" + _sse_message(message)
-
-
-def _stream_answer(first: tuple | None, outbox: queue.Queue, heartbeat: float, session: Session | None) -> Iterator[str]:
-    item = first
-    if item is None:
-        yield ": answer on its way\n\n"  # headers go out with the first chunk: send them now
-    while True:
-        if item is None:
-            try:
-                item = outbox.get(timeout=heartbeat)
-            except queue.Empty:
-                if session is not None:
-                    session.last_active = time.monotonic()  # a call in progress keeps its session alive
-                yield ": keep-alive\n\n"
-                continue
-        kind, message = item
-        for one in message if isinstance(message, list) else [message]:
-            yield _sse_message(one)
-        if kind == _DONE:
-            return
-        item = None
+        yield (f"id: {replay.event_id(number)}\n" if ids else "") + _sse_message(message)
 
 
 def _sse_message(message: dict[str, Any]) -> str:
@@ -335,7 +318,7 @@ def _resume(session: Session, last_event_id: str) -> Response:
         )
     replay, after = found
     log.info("http session %s resumes answer stream %s after event %d", session.id[:8], replay.id, after)
-    stream = _stream_replay(replay, after, services().config.heartbeat_seconds, session, priming=False)
+    stream = _stream_replay(replay, after, services().config.heartbeat_seconds, session)
     return Response(stream, mimetype="text/event-stream", headers=SSE_HEADERS)
 
 
