@@ -11,16 +11,19 @@ import logging
 
 from flask import Flask
 
-from web import agent_api, api, errors, netpolicy, oauth, sse, streamable
-from web.auth import AgentTokens, Credentials
+from web import agent_api, api, errors
 from web.config import Config
 from web.http import install_error_handlers
-from web.mcp_protocol import Dispatcher
+from web.mcp import sse, streamable
+from web.mcp.protocol import Dispatcher
+from web.mcp.session import SessionStore
+from web.mcp.tools import ToolBox
 from web.models import open_database
-from web.oauth_store import OAuthStore
-from web.relay import Relay
-from web.session import SessionStore
-from web.tools import ToolBox
+from web.oauth import views as oauth
+from web.oauth.store import OAuthStore
+from web.relay.relay import Relay
+from web.security import netpolicy
+from web.security.auth import AgentTokens, Credentials
 
 
 @dataclasses.dataclass

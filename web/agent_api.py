@@ -35,9 +35,9 @@ from typing import Any
 from flask import Blueprint, Response, request
 
 from web import errors
-from web.auth import Unauthorized
 from web.http import compact_json_response, json_response, read_json, services
 from web.models import Command
+from web.security.auth import Unauthorized
 
 bp = Blueprint("agent_api", __name__, url_prefix="/api/agent")
 MACHINE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")

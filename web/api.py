@@ -9,7 +9,7 @@ from peewee import PeeweeException
 
 from web import audit, errors
 from web.http import json_response, require_owner, services
-from web.mcp_protocol import SERVER_VERSION
+from web.mcp.protocol import SERVER_VERSION
 
 log = logging.getLogger(__name__)
 bp = Blueprint("api", __name__)

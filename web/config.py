@@ -61,7 +61,7 @@ class Config:
     auth_failures_per_minute: int = 20
     # OAuth client registrations (unauthenticated by nature) per client address per hour.
     client_registrations_per_hour: int = 60
-    # The durable relay (web/relay.py). A tool call waits at most this long, then answers with the
+    # The durable relay (web/relay/relay.py). A tool call waits at most this long, then answers with the
     # command's id, state and output so far (clients cap a call at ~60 s).
     tool_wait_seconds: float = 25.0
     # A queued or leased command not started within this long becomes `expired`.

@@ -10,7 +10,7 @@ from flask import Flask, Response, current_app, request
 from werkzeug.exceptions import HTTPException
 
 from web import errors
-from web.auth import Unauthorized
+from web.security.auth import Unauthorized
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ from itsdangerous import URLSafeTimedSerializer
 
 from tests.harness import PYTHON, ROOT, TOKEN, Agent, Process, Server, base_env, wait_for
 from tests.mcp_client import call_tool
-from web.auth import SIGNING_SALT
 from web.config import Config
+from web.security.auth import SIGNING_SALT
 
 
 @pytest.fixture(scope="module")

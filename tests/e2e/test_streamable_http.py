@@ -18,7 +18,7 @@ import requests
 
 from tests.conftest import replace_config
 from tests.harness import TOKEN, serve_page, wait_for
-from web import streamable
+from web.mcp import streamable
 
 ACCEPT_BOTH = "application/json, text/event-stream"
 META_2026 = {

@@ -8,7 +8,7 @@ from itsdangerous import URLSafeTimedSerializer
 
 from tests.conftest import replace_config
 from tests.harness import TOKEN, wait_for
-from web.auth import SIGNING_SALT
+from web.security.auth import SIGNING_SALT
 
 
 @pytest.fixture

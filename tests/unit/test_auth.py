@@ -7,7 +7,7 @@ from itsdangerous import URLSafeTimedSerializer
 
 from tests.harness import wait_for
 from web import errors
-from web.auth import SIGNING_SALT, AgentTokens, bearer_token
+from web.security.auth import SIGNING_SALT, AgentTokens, bearer_token
 
 KEYS = ["k" * 32]
 

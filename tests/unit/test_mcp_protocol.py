@@ -9,10 +9,10 @@ import mcp_types
 import pytest
 from mcp_types import jsonrpc
 
-from web import mcp_protocol
-from web.mcp_protocol import Dispatcher, decode_header_value
-from web.session import Session
-from web.tools import CallContext
+from web.mcp import protocol as mcp_protocol
+from web.mcp.protocol import Dispatcher, decode_header_value
+from web.mcp.session import Session
+from web.mcp.tools import CallContext
 
 META = {
     "io.modelcontextprotocol/protocolVersion": "2026-07-28",

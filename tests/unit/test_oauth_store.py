@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from web.models import OAuthGrant, db
-from web.oauth_store import OAuthError, digest, pkce_matches
+from web.oauth.store import OAuthError, digest, pkce_matches
 
 RESOURCE = "http://127.0.0.1:8000/"
 

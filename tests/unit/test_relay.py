@@ -11,8 +11,8 @@ from tests.conftest import replace_config
 from tests.harness import wait_for
 from web import errors
 from web.models import EXPIRED, LEASED, QUEUED, RUNNING, SUCCEEDED, Command, db, now
-from web.lease import LEASE
-from web.relay import COUNT_PENDING, Relay
+from web.relay.lease import LEASE
+from web.relay.relay import COUNT_PENDING, Relay
 
 LEASE_SECONDS = 0.2
 

@@ -7,9 +7,9 @@ import pytest
 
 from tests.conftest import replace_config
 from tests.harness import wait_for
-from web import outcome
+from web.mcp import outcome
 from web.models import LEASED, QUEUED, RUNNING, SUCCEEDED
-from web.relay import Relay
+from web.relay.relay import Relay
 
 
 @pytest.fixture

@@ -7,8 +7,8 @@ import pytest
 
 from web import errors
 from web.audit import clean, summarize_arguments
-from web.netpolicy import Throttle, address_allowed
-from web.session import SessionStore
+from web.mcp.session import SessionStore
+from web.security.netpolicy import Throttle, address_allowed
 
 
 def test_sessions_past_the_limit_close_the_credentials_least_recently_used():

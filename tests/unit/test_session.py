@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from web import errors
-from web.session import SessionStore
+from web.mcp.session import SessionStore
 
 
 def test_a_session_is_found_only_with_the_credential_and_transport_that_opened_it():

@@ -8,7 +8,8 @@ import pytest
 
 from tests.conftest import replace_config
 from tests.harness import TOKEN
-from web import errors, output
+from web import errors
+from web.mcp.tools import CallContext
 from web.models import (
     CANCELLED,
     EXPIRED,
@@ -22,8 +23,8 @@ from web.models import (
     db,
     now,
 )
-from web.relay import Relay
-from web.tools import CallContext
+from web.relay import output
+from web.relay.relay import Relay
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 """The tool table: each tool's name, description and JSON schema as `tools/list` shows them, and the
 check of a call's arguments against that schema (ToolError naming the first problem).
 
-web/tools.py runs the calls.
+web/mcp/tools.py runs the calls.
 """
 
 from __future__ import annotations

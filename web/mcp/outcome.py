@@ -11,8 +11,8 @@ import datetime
 import json
 from typing import Any
 
-from web import output
 from web.models import CANCELLED, EXPIRED, LEASED, LOST, QUEUED, RUNNING, SUCCEEDED, TIMED_OUT, Command
+from web.relay import output
 
 MAX_PROGRESS_CHARS = 4000
 

@@ -11,7 +11,7 @@ Handshake revisions (2025-03-26, 2025-06-18, 2025-11-25):
   than `JSON_WINDOW_SECONDS` or notifications (progress) come first; the stream sends a comment
   every `heartbeat_seconds` so proxies keep it open. `Accept` admitting neither form: 406. Such a
   stream is resumable: its events carry ids, and `GET /mcp` with `Last-Event-ID` continues it on a
-  new connection (web/replay.py).
+  new connection (web/mcp/replay.py).
 * `GET /mcp` opens the session's stream for server-initiated messages (one at a time, else 409);
   `DELETE /mcp` ends the session. Idle sessions expire on their own: clients rarely send DELETE.
 
@@ -38,12 +38,13 @@ from mcp_types import PROTOCOL_VERSION_META_KEY, jsonrpc
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, KNOWN_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSIONS
 from werkzeug.exceptions import MethodNotAllowed
 
-from web import errors, mcp_protocol
+from web import errors
 from web.audit import record_rejected_message
 from web.http import json_response, read_json, require_owner, services
-from web.origin import allow_cross_origin, check_origin
-from web.replay import MAX_FINISHED, PRIMING_VERSIONS, RESUMABLE_VERSIONS, RETRY_MILLISECONDS, Replay
-from web.session import Session
+from web.mcp import protocol as mcp_protocol
+from web.mcp.origin import allow_cross_origin, check_origin
+from web.mcp.replay import MAX_FINISHED, PRIMING_VERSIONS, RESUMABLE_VERSIONS, RETRY_MILLISECONDS, Replay
+from web.mcp.session import Session
 
 log = logging.getLogger(__name__)
 bp = Blueprint("streamable", __name__)

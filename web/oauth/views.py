@@ -24,7 +24,7 @@ from urllib.parse import unquote, urlencode, urlsplit
 from flask import Blueprint, Response, redirect, render_template, request
 
 from web.http import json_response, public_origin, read_json, services
-from web.oauth_store import SCOPE, OAuthError, redirect_registered
+from web.oauth.store import SCOPE, OAuthError, redirect_registered
 
 log = logging.getLogger(__name__)
 bp = Blueprint("oauth", __name__)

@@ -16,9 +16,9 @@ from flask import Blueprint, Response, request, stream_with_context
 from web import errors
 from web.audit import record_rejected_message
 from web.http import json_response, read_json, require_owner, services
-from web.mcp_protocol import error_response as jsonrpc_error
-from web.origin import allow_cross_origin, check_origin
-from web.session import Session
+from web.mcp.origin import allow_cross_origin, check_origin
+from web.mcp.protocol import error_response as jsonrpc_error
+from web.mcp.session import Session
 
 log = logging.getLogger(__name__)
 bp = Blueprint("sse", __name__)

@@ -35,8 +35,8 @@ from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERS
 
 from web import errors
 from web.audit import record_refusal, record_rejected_message
-from web.session import Session
-from web.tools import CallContext, ToolBox
+from web.mcp.session import Session
+from web.mcp.tools import CallContext, ToolBox
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from web import errors, sql
 from web.config import Config
 from web.models import LEASED, QUEUED, RUNNING, Command, Machine, atomic_write, db, log_event, now
-from web.wakeup import RECHECK_SECONDS
+from web.relay.wakeup import RECHECK_SECONDS
 
 # Queued, or leased under a lease that ran out unconfirmed, and not past its start deadline; the
 # states named in one IN so that the (machine, state) index finds them.

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from web import errors
-from web.replay import Replays
+from web.mcp.replay import Replays
 
 CLOSED = object()
 

@@ -17,11 +17,12 @@ from typing import Any
 
 import mcp_types
 
-from web import errors, outcome
+from web import errors
 from web.audit import AuditEntry, record_refusal
+from web.mcp import outcome
+from web.mcp.tool_specs import TOOLS, TOOLS_BY_NAME, ToolSpec, validate_arguments
 from web.models import TERMINAL_STATES
-from web.relay import Relay
-from web.tool_specs import TOOLS, TOOLS_BY_NAME, ToolSpec, validate_arguments
+from web.relay.relay import Relay
 
 log = logging.getLogger(__name__)
 

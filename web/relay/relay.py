@@ -10,7 +10,7 @@ transition is one transaction that also writes a `command_event` row (the transi
 
 A poll *leases* commands; it does not deliver them. A command counts as delivered only when the agent
 confirms it with `start`, quoting its lease number; a started command is never handed out again, so it
-runs at most once (web/lease.py: polls, leases and their confirmation).
+runs at most once (web/relay/lease.py: polls, leases and their confirmation).
 
 `lost` means "outcome unknown": the agent may or may not have finished it. If that agent later proves
 the outcome (a result from its on-disk outbox), the real outcome replaces `lost`; no other terminal
@@ -18,10 +18,10 @@ state ever changes.
 
 While a command runs, the agent streams its output in chunks (`progress`), each with its byte offset,
 so a repeat is stored once; every progress call is also the command's heartbeat and tells the agent
-whether the command was cancelled. Expiry and loss are found by `sweep` (web/sweeper.py), which the
+whether the command was cancelled. Expiry and loss are found by `sweep` (web/relay/sweeper.py), which the
 waits and polls run at most once a second.
 
-Wake-ups are in-process (web/wakeup.py). Every wait also re-reads the database at least once a
+Wake-ups are in-process (web/relay/wakeup.py). Every wait also re-reads the database at least once a
 second, so a second server process still sees the change. Most transitions are one conditional
 statement or a read and a write of the changed columns, plus the log row: a relayed call with its
 audit row and a line of output costs 13 statements, transaction brackets aside, each run from SQL text
@@ -59,11 +59,11 @@ from web.models import (
     now,
     transition,
 )
-from web.lease import Leases
-from web.machines import Machines
-from web.output import STREAMS, OutputStore
-from web.sweeper import Sweeper
-from web.wakeup import RECHECK_SECONDS, Wakeups
+from web.relay.lease import Leases
+from web.relay.machines import Machines
+from web.relay.output import STREAMS, OutputStore
+from web.relay.sweeper import Sweeper
+from web.relay.wakeup import RECHECK_SECONDS, Wakeups
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ log = logging.getLogger(__name__)
 HEARTBEAT_WRITE_SECONDS = 5.0
 AGENT_FINAL_STATES = frozenset({SUCCEEDED, FAILED, TIMED_OUT, CANCELLED})
 PENDING_STATES = (QUEUED, LEASED, RUNNING)
-# A machine's pending commands are counted through the (machine, state) index (web/lease.py), so the
+# A machine's pending commands are counted through the (machine, state) index (web/relay/lease.py), so the
 # cost does not grow with the machine's history. Run from SQL text (web/sql.py): every call counts.
 COUNT_PENDING = "SELECT COUNT(*) FROM command WHERE machine = ? AND state IN (?, ?, ?)"
 
