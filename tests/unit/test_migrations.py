@@ -9,6 +9,13 @@ from tests.harness import PYTHON, ROOT, base_env
 from web.models import MODELS, open_database
 
 
+def test_every_migration_has_a_number_of_its_own():
+    # Two migrations with one number: the runner records the first and silently skips the second.
+    numbers = [number for number, _ in available()]
+    duplicated = sorted({n for n in numbers if numbers.count(n) > 1})
+    assert not duplicated, f"migration numbers used twice: {duplicated}; renumber the newer one"
+
+
 def test_a_fresh_database_gets_every_migration_and_a_second_run_applies_none(tmp_path):
     database = open_database(f"sqlite:///{tmp_path / 'fresh.db'}")
     with database.connection_context():
