@@ -32,6 +32,9 @@ accesslog = "-" if os.environ.get("ACCESS_LOG", "1") == "1" else None
 # The path without its query string: a token or session id pasted into a URL must not reach the log.
 access_log_format = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(M)sms'
 errorlog = "-"
+# gunicorn 27 otherwise opens a control socket at $XDG_RUNTIME_DIR/gunicorn.ctl or
+# $HOME/.gunicorn/gunicorn.ctl: nothing here uses it, and two instances on one host would share that path.
+control_socket_disable = True
 loglevel = os.environ.get("LOG_LEVEL", "info")
 
 

@@ -136,8 +136,20 @@ class Server:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.database_url = database.fresh_url(workdir)
+        # A throwaway HOME and runtime folder: whatever the server writes there stays out of the real ones.
+        self.home = workdir / "home"
+        self.runtime_dir = workdir / "run"
+        self.home.mkdir(exist_ok=True)
+        self.runtime_dir.mkdir(mode=0o700, exist_ok=True)
         self.env = base_env(
-            AUTH_TOKEN=token, DATABASE_URL=self.database_url, PORT=str(self.port), HOST="127.0.0.1", ACCESS_LOG="1", **(env or {})
+            AUTH_TOKEN=token,
+            DATABASE_URL=self.database_url,
+            PORT=str(self.port),
+            HOST="127.0.0.1",
+            ACCESS_LOG="1",
+            HOME=str(self.home),
+            XDG_RUNTIME_DIR=str(self.runtime_dir),
+            **(env or {}),
         )
         self.process: Process | None = None
 

@@ -56,6 +56,29 @@ def test_procfile_release_then_web_under_honcho_serves_an_mcp_call(tmp_path):
         server.stop()
 
 
+def test_two_servers_on_one_host_write_nothing_into_their_home_or_runtime_folder(tmp_path):
+    """gunicorn 27 opens a control socket under $XDG_RUNTIME_DIR or $HOME by default; two instances
+    would share it, and a test run would create it in the real home."""
+    servers = [Server(tmp_path / f"server-{i}") for i in (1, 2)]
+
+    def written() -> list[str]:
+        found = [p for server in servers for p in (*server.home.rglob("*"), *server.runtime_dir.rglob("*"))]
+        return sorted(str(p.relative_to(tmp_path)) for p in found)
+
+    try:
+        for server in servers:
+            server.start()
+        for server in servers:
+            assert server.health()["status"] == "ok"
+        assert written() == [], "a running server wrote into its HOME or XDG_RUNTIME_DIR"
+    finally:
+        for server in servers:
+            server.stop()
+    assert written() == []
+    for server in servers:
+        assert "control socket" not in server.process.log().lower()
+
+
 def _shell_scripts() -> list[Path]:
     tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
     scripts = [ROOT / "agent/setup.sh", ROOT / "agent/run.sh"]
