@@ -34,8 +34,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+class ProcessExited(RuntimeError):
+    """A process a test waits on has exited: waiting longer cannot help."""
+
+
 def wait_for(condition: Callable[[], Any], *, timeout: float = 15.0, interval: float = 0.05, what: str = "condition") -> Any:
-    """Poll `condition` until it returns something truthy, or fail after `timeout` seconds."""
+    """Poll `condition` until it returns something truthy, or fail after `timeout` seconds.
+
+    Errors from `condition` are retried (the thing waited for may not exist yet), except
+    ProcessExited, which fails at once."""
     deadline = time.monotonic() + timeout
     last_error: Exception | None = None
     while time.monotonic() < deadline:
@@ -43,6 +50,8 @@ def wait_for(condition: Callable[[], Any], *, timeout: float = 15.0, interval: f
             value = condition()
             if value:
                 return value
+        except ProcessExited:
+            raise
         except Exception as error:  # the thing waited for may not exist yet
             last_error = error
         time.sleep(interval)
@@ -101,6 +110,14 @@ class Process:
 
     def alive(self) -> bool:
         return self.proc.poll() is None
+
+    def check_running(self, name: str, log: str | None = None) -> None:
+        """Raise ProcessExited, naming the exit code and the log's tail, once the process has exited."""
+        code = self.proc.poll()
+        if code is not None:
+            how = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
+            tail = (self.log() if log is None else log)[-3000:]
+            raise ProcessExited(f"{name} exited ({how}); log tail:\n{tail}")
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int | None:
         if self.proc.poll() is None:
@@ -161,8 +178,8 @@ class Server:
         return self
 
     def _healthy(self) -> bool:
-        if self.process and not self.process.alive():
-            raise RuntimeError(f"server exited:\n{self.process.log()[-3000:]}")
+        if self.process:
+            self.process.check_running("server")
         return requests.get(self.url + "/health", timeout=2).status_code == 200
 
     def stop(self, sig: int = signal.SIGINT) -> None:
@@ -219,8 +236,8 @@ class Agent:
         return self
 
     def online(self) -> bool:
-        if self.process and not self.process.alive():
-            raise RuntimeError(f"agent exited:\n{self.process.log()[-3000:]}")
+        if self.process:
+            self.process.check_running(f"agent {self.name}")
         machine = self.server.machines().get(self.name)
         return bool(machine and machine["online"] and f"for machine '{self.name}'" in self.process.log())
 

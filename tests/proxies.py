@@ -107,8 +107,8 @@ http {{
         return self
 
     def _ready(self) -> bool:
-        if self.process and not self.process.alive():
-            raise RuntimeError(f"nginx exited: {(self.folder / 'error.log').read_text(errors='replace')[-2000:]}")
+        if self.process:
+            self.process.check_running("nginx", (self.folder / "error.log").read_text(errors="replace"))
         return _listening(self.port)
 
     def stop(self) -> None:
@@ -170,8 +170,8 @@ shutdown_lifetime 0 seconds
         return self
 
     def _ready(self) -> bool:
-        if self.process and not self.process.alive():
-            raise RuntimeError(f"squid exited: {(self.folder / 'cache.log').read_text(errors='replace')[-2000:]}")
+        if self.process:
+            self.process.check_running("squid", (self.folder / "cache.log").read_text(errors="replace"))
         return _listening(self.port)
 
     def log(self) -> str:
