@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from web import errors
-from web.mcp.session import SessionStore
+from web.mcp.session import CLOSED, SessionStore
 
 
 def test_a_session_is_found_only_with_the_credential_and_transport_that_opened_it():
@@ -27,8 +27,13 @@ def test_a_missing_or_unknown_session_id_is_not_found(session_id):
 def test_a_closed_session_is_gone_and_drops_what_is_sent_to_it():
     store = SessionStore(idle_seconds=3600)
     session = store.open("owner", "sse")
+    assert len(store) == 1
     store.close(session)
+    assert len(store) == 0
     with pytest.raises(errors.NotFound):
         store.get(session.id, "owner", "sse")
     session.send({"jsonrpc": "2.0", "id": 1, "result": {}})
-    assert len(store) == 0
+    queued = []
+    while not session.outbox.empty():
+        queued.append(session.outbox.get_nowait())
+    assert queued == [CLOSED], "a closed session's outbox holds only its end marker"
