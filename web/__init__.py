@@ -13,6 +13,8 @@ from flask import Flask
 
 from web import agent_api, api, errors
 from web.config import Config
+from web.console import metrics
+from web.console.process_stats import ProcessStats
 from web.http import install_error_handlers
 from web.mcp import sse, streamable
 from web.mcp.protocol import Dispatcher
@@ -39,6 +41,7 @@ class Services:
     oauth: OAuthStore
     credentials: Credentials
     registrations: netpolicy.Throttle
+    process_stats: ProcessStats
 
 
 def build_services(config: Config) -> Services:
@@ -66,6 +69,7 @@ def build_services(config: Config) -> Services:
         registrations=netpolicy.Throttle(
             config.client_registrations_per_hour, 3600, what="client registrations", code="too_many_registrations"
         ),
+        process_stats=ProcessStats(held_polls=relay.held_polls),
     )
 
 
@@ -84,4 +88,5 @@ def create_app(config: Config | None = None) -> Flask:
     app.register_blueprint(sse.bp)
     app.register_blueprint(streamable.bp)
     app.register_blueprint(agent_api.bp)
+    metrics.install(app)
     return app

@@ -71,6 +71,10 @@ class Config:
     # Output kept per command (both streams together), and how much of it a tool result shows.
     max_output_bytes: int = 10 * 1024 * 1024
     tool_output_budget_bytes: int = 40_000
+    # GET /metrics (web/console/metrics.py) answers only when this is set, and only with it as the bearer token.
+    metrics_token: str = dataclasses.field(default="", repr=False)
+    # How long a dashboard sign-in lasts (web/console/signin.py).
+    dashboard_session_seconds: float = 12 * 3600.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
@@ -119,6 +123,8 @@ class Config:
             lost_after_seconds=_number(env, "LOST_AFTER_SECONDS", cls.lost_after_seconds),
             max_output_bytes=int(_number(env, "MAX_STORED_OUTPUT_BYTES", cls.max_output_bytes)),
             tool_output_budget_bytes=int(_number(env, "TOOL_OUTPUT_BUDGET_BYTES", cls.tool_output_budget_bytes)),
+            metrics_token=env.get("METRICS_TOKEN", "").strip(),
+            dashboard_session_seconds=_number(env, "DASHBOARD_SESSION_SECONDS", cls.dashboard_session_seconds),
         )
 
     @property

@@ -288,3 +288,21 @@ class OAuthGrant(BaseModel):
 
 
 MODELS += [OAuthClient, OAuthGrant]
+
+
+class ProcessStat(BaseModel):
+    """Figures one server process keeps in memory (held polls, open streams, failures counted),
+    written every few seconds so that /metrics, served by any process, sums them all
+    (web/console/process_stats.py). `updated_at` tells the live processes from the gone ones."""
+
+    process = CharField(max_length=128, primary_key=True)
+    started_at = DoubleField(default=now)
+    updated_at = DoubleField(default=now, index=True)
+    gauges = JSONField(default=dict)
+    counters = JSONField(default=dict)
+
+    class Meta:
+        table_name = "process_stat"
+
+
+MODELS += [ProcessStat]

@@ -87,6 +87,10 @@ class Machines:
         self._listed = (machines, time.monotonic())
         return list(machines)
 
+    def held_polls(self) -> int:
+        """How many agent polls this process is holding open right now."""
+        return sum(list(self._polls.values()))
+
     def is_online(self, machine: Machine) -> bool:
         if self._polls[machine.name] > 0:
             return True
