@@ -52,7 +52,7 @@ def test_initialize_agrees_to_each_handshake_revision_and_declares_only_tools(di
     session = initialize(dispatcher, revision)
     assert session.protocol_version == revision
     listed = dispatcher.handle(request("tools/list"), session, transport="http")["result"]
-    assert all(tool["description"] and "outputSchema" not in tool for tool in listed["tools"])
+    assert all(tool["description"] and tool["outputSchema"]["type"] == "object" for tool in listed["tools"])
     assert "resultType" not in listed
 
 

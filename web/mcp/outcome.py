@@ -12,6 +12,7 @@ import json
 from typing import Any
 
 from web.models import CANCELLED, EXPIRED, LEASED, LOST, QUEUED, RUNNING, SUCCEEDED, TIMED_OUT, Command
+from web.mcp import structured
 from web.relay import output
 
 MAX_PROGRESS_CHARS = 4000
@@ -117,8 +118,9 @@ def new_output(relay, command: Command, sent: dict[str, int]) -> str:
     return "".join(parts)
 
 
-def page_text(relay, command: Command, stream: str, offset: int, budget: int) -> str:
-    """get_command_output's answer: the state, and one page of a stream from `offset`."""
+def page_text(relay, command: Command, stream: str, offset: int, budget: int) -> tuple[str, dict[str, Any]]:
+    """get_command_output's answer, as text and structured: the state, and one page of a stream from
+    `offset`."""
     size, received = output.stored(command, stream), output.received(command, stream)
     lines = [f"command {command.id} on {command.machine!r}: {command.state}"]
     if command.exit_code is not None:
@@ -127,8 +129,9 @@ def page_text(relay, command: Command, stream: str, offset: int, budget: int) ->
         lines.append(command.error_message or "")
     if command.tool != "run_shell_command":
         text, _ = describe(relay, command, waited=0)
-        return "\n".join(lines + [text])
+        return "\n".join(lines + [text]), structured.page(relay, command, stream, 0, text, 0)
     text, next_offset = output.page(relay.output, command, stream, offset, budget)
+    typed = structured.page(relay, command, stream, offset, text, next_offset)
     lines.append(f"[{stream} bytes {offset}-{next_offset} of {size}{'' if command.state in (QUEUED, LEASED, RUNNING) else ' (final)'}]")
     lines.append(text.rstrip("\n"))
     if next_offset < size:
@@ -142,7 +145,7 @@ def page_text(relay, command: Command, stream: str, offset: int, budget: int) ->
     other = "stderr" if stream == "stdout" else "stdout"
     if output.stored(command, other):
         lines.append(f"[{other} has {output.stored(command, other)} bytes: pass stream='{other}']")
-    return "\n".join(line for line in lines if line is not None)
+    return "\n".join(line for line in lines if line is not None), typed
 
 
 def summary_line(command: Command) -> str:

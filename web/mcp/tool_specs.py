@@ -1,7 +1,14 @@
-"""The tool table: each tool's name, description and JSON schema as `tools/list` shows them, and the
-check of a call's arguments against that schema (ToolError naming the first problem).
+"""The tool table: each tool's name, title, description, input and output schemas and annotations as
+`tools/list` shows them, and the check of a call's arguments against the input schema (ToolError
+naming the first problem).
 
-web/mcp/tools.py runs the calls.
+Annotations are hints a client may show or act on, so they must be true: a read-only tool changes
+nothing; a destructive one may delete or overwrite; an idempotent one called twice with the same
+arguments has no further effect; an open-world one may reach beyond the machine (a shell command can
+use the network). The whole `tools/list` answer is kept under 24 KB of JSON (a test holds it there):
+it is sent with every conversation, so descriptions stay short.
+
+web/mcp/tools.py runs the calls; web/mcp/result_schemas.py holds the output schemas.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ from typing import Any
 import mcp_types
 
 from web import errors
+from web.mcp import result_schemas as out
 from web.models import STATES
 
 MACHINE_PROPERTY = {
@@ -30,6 +38,11 @@ class ToolSpec:
     required: tuple[str, ...] = ()
     relayed: bool = True
     read_only: bool = False
+    title: str = ""
+    output: dict[str, Any] | None = None  # the outputSchema
+    destructive: bool = False  # may delete or overwrite (meaningful when not read-only)
+    idempotent: bool = False  # a repeat with the same arguments has no further effect
+    open_world: bool = False  # may reach beyond the machine (e.g. the network)
 
     def definition(self) -> mcp_types.Tool:
         schema: dict[str, Any] = {
@@ -42,21 +55,27 @@ class ToolSpec:
         return mcp_types.Tool(
             name=self.name,
             description=self.description,
+            title=self.title or None,
             input_schema=schema,
-            annotations=mcp_types.ToolAnnotations(read_only_hint=self.read_only, open_world_hint=False),
+            output_schema=self.output,
+            annotations=mcp_types.ToolAnnotations(
+                title=self.title or None,
+                read_only_hint=self.read_only,
+                destructive_hint=False if self.read_only else self.destructive,
+                idempotent_hint=True if self.read_only else self.idempotent,
+                open_world_hint=self.open_world,
+            ),
         )
 
 
 TOOLS = (
     ToolSpec(
         "run_shell_command",
-        "Run a shell command on a machine and return its stdout, stderr and exit code. The command runs "
-        "in the user's shell with stdin closed; it is killed with its whole process group at the timeout. "
-        "A non-zero exit code is reported, not treated as a failure of the tool. If the command is still "
-        "running when this call has waited its bounded time (under a minute), the answer gives the command "
-        "id, its state and the output so far: follow it with get_command_output, stop it with "
-        "cancel_command. Never re-run a command just because its outcome is not known yet. Long output "
-        "shows its head and tail, with the omitted part paged by get_command_output.",
+        "Run a shell command on a machine; returns stdout, stderr and exit code (non-zero is reported, not "
+        "a tool failure). Stdin is closed. At the timeout its whole process group is killed. If it is still "
+        "running when this call stops waiting (under a minute), the answer gives its command_id and output so "
+        "far: follow it with get_command_output, stop it with cancel_command, never re-run it. Long output "
+        "shows head and tail; page the rest with get_command_output.",
         {
             "command": {"type": "string", "description": "The command line, as typed in a shell.", "minLength": 1, "maxLength": 65536},
             "working_dir": {"type": "string", "description": "Directory to run in (default: the agent's home)."},
@@ -69,6 +88,10 @@ TOOLS = (
             "machine": MACHINE_PROPERTY,
         },
         ("command",),
+        title="Run shell command",
+        output=out.SHELL,
+        destructive=True,
+        open_world=True,
     ),
     ToolSpec(
         "read_file",
@@ -84,6 +107,8 @@ TOOLS = (
         },
         ("path",),
         read_only=True,
+        title="Read file",
+        output=out.READ,
     ),
     ToolSpec(
         "write_file",
@@ -95,6 +120,10 @@ TOOLS = (
             "machine": MACHINE_PROPERTY,
         },
         ("path", "content"),
+        title="Write file",
+        output=out.WRITE,
+        destructive=True,
+        idempotent=True,
     ),
     ToolSpec(
         "list_directory",
@@ -103,6 +132,8 @@ TOOLS = (
         {"path": {"type": "string", "description": "Absolute path, or relative to the home folder."}, "machine": MACHINE_PROPERTY},
         ("path",),
         read_only=True,
+        title="List directory",
+        output=out.LISTING,
     ),
     ToolSpec(
         "check_agent_status",
@@ -111,6 +142,8 @@ TOOLS = (
         {},
         relayed=False,
         read_only=True,
+        title="Check agent status",
+        output=out.MACHINES,
     ),
     ToolSpec(
         "get_command_output",
@@ -126,6 +159,8 @@ TOOLS = (
         ("command_id",),
         relayed=False,
         read_only=True,
+        title="Get command output",
+        output=out.OUTPUT_PAGE,
     ),
     ToolSpec(
         "cancel_command",
@@ -134,6 +169,10 @@ TOOLS = (
         {"command_id": {"type": "string", "description": "The id run_shell_command returned.", "minLength": 1, "maxLength": 64}},
         ("command_id",),
         relayed=False,
+        title="Cancel command",
+        output=out.CANCEL,
+        destructive=True,
+        idempotent=True,
     ),
     ToolSpec(
         "list_commands",
@@ -145,6 +184,8 @@ TOOLS = (
         },
         relayed=False,
         read_only=True,
+        title="List commands",
+        output=out.COMMANDS,
     ),
 )
 TOOLS_BY_NAME = {spec.name: spec for spec in TOOLS}

@@ -19,7 +19,7 @@ import mcp_types
 
 from web import errors
 from web.audit import AuditEntry, record_refusal
-from web.mcp import outcome
+from web.mcp import outcome, structured
 from web.mcp.tool_specs import TOOLS, TOOLS_BY_NAME, ToolSpec, validate_arguments
 from web.models import TERMINAL_STATES
 from web.relay.relay import Relay
@@ -71,9 +71,9 @@ class ToolBox:
         try:
             arguments = validate_arguments(spec, arguments)
             if not spec.relayed:
-                text, is_error = self._local[name](arguments)
-                audit.finish(status="ok", is_error=is_error, output_bytes=len(text), message=text if is_error else "")
-                return _text_result(text, is_error=is_error)
+                text, typed = self._local[name](arguments)
+                audit.finish(status="ok", is_error=False, output_bytes=len(text))
+                return _text_result(text, typed)
             machine = self._pick_machine(arguments.get("machine"))
             return self._relay(spec, machine, arguments, context, audit)
         except errors.ToolError as error:
@@ -120,7 +120,7 @@ class ToolBox:
             output_bytes=len(text.encode("utf-8", "surrogatepass")),
             command_id=command.id,
         )
-        return _text_result(text, is_error=is_error)
+        return _text_result(text, structured.relayed(self.relay, command), is_error=is_error)
 
     def _reporter(self, context: CallContext):
         """An on_change callback sending the new output as progress notifications, or None."""
@@ -141,8 +141,11 @@ class ToolBox:
 
     # --- tools answered by the server itself ----------------------------------------------------
 
-    def _check_agent_status(self, arguments: dict) -> tuple[str, bool]:
-        return json.dumps({"machines": self.relay.status()}, indent=2), False
+    # Each returns the text and the structured content of a successful answer; a refusal raises ToolError.
+
+    def _check_agent_status(self, arguments: dict) -> tuple[str, dict]:
+        typed = {"machines": self.relay.status()}
+        return json.dumps(typed, indent=2), typed
 
     def _command(self, command_id: str):
         command = self.relay.find(command_id)
@@ -150,35 +153,36 @@ class ToolBox:
             raise errors.ToolError(f"no command {command_id!r}; list_commands shows the recent ones", code="unknown_command")
         return command
 
-    def _get_command_output(self, arguments: dict) -> tuple[str, bool]:
+    def _get_command_output(self, arguments: dict) -> tuple[str, dict]:
         self.relay.sweep_soon()
         command = self._command(arguments["command_id"])
         return outcome.page_text(
             self.relay, command, arguments.get("stream", "stdout"), arguments.get("offset", 0), self.config.tool_output_budget_bytes
-        ), False
-
-    def _cancel_command(self, arguments: dict) -> tuple[str, bool]:
-        command = self._command(arguments["command_id"])
-        if command.state in TERMINAL_STATES:
-            return f"command {command.id} already ended {command.state}; nothing to cancel", False
-        command = self.relay.cancel(command.id, actor="client", reason="cancel_command")
-        if command.state in TERMINAL_STATES:
-            return f"command {command.id} was cancelled before it started; it never ran", False
-        command = self.relay.wait(command.id, min(self.config.tool_wait_seconds, 10.0))
-        if command.state in TERMINAL_STATES:
-            return f"command {command.id} ended {command.state}", False
-        return (
-            f"cancellation of command {command.id} was sent to machine {command.machine!r}; it is still "
-            f"{command.state}: check with get_command_output(command_id='{command.id}')",
-            False,
         )
 
-    def _list_commands(self, arguments: dict) -> tuple[str, bool]:
+    def _cancel_command(self, arguments: dict) -> tuple[str, dict]:
+        command = self._command(arguments["command_id"])
+        if command.state in TERMINAL_STATES:
+            text = f"command {command.id} already ended {command.state}; nothing to cancel"
+        else:
+            command = self.relay.cancel(command.id, actor="client", reason="cancel_command")
+            if command.state in TERMINAL_STATES:
+                text = f"command {command.id} was cancelled before it started; it never ran"
+            else:
+                command = self.relay.wait(command.id, min(self.config.tool_wait_seconds, 10.0))
+                text = f"command {command.id} ended {command.state}" if command.state in TERMINAL_STATES else (
+                    f"cancellation of command {command.id} was sent to machine {command.machine!r}; it is still "
+                    f"{command.state}: check with get_command_output(command_id='{command.id}')"
+                )
+        return text, {"command_id": command.id, "state": command.state, "message": text}
+
+    def _list_commands(self, arguments: dict) -> tuple[str, dict]:
         state = arguments.get("state")
         commands = self.relay.commands(machine=arguments.get("machine"), states=[state] if state else None, limit=50)
+        typed = structured.commands(commands, outcome.summary_line)
         if not commands:
-            return "no commands match", False
-        return "\n".join(outcome.summary_line(c) for c in commands), False
+            return "no commands match", typed
+        return "\n".join(outcome.summary_line(c) for c in commands), typed
 
     def _pick_machine(self, requested: str | None) -> str:
         machines = self.relay.machines()
@@ -215,5 +219,8 @@ class ToolBox:
         return ", ".join(f"{m.name} ({'online' if self.relay.is_online(m) else 'offline'})" for m in machines)
 
 
-def _text_result(text: str, *, is_error: bool = False) -> mcp_types.CallToolResult:
-    return mcp_types.CallToolResult(content=[mcp_types.TextContent(type="text", text=text)], is_error=is_error)
+def _text_result(text: str, typed: dict | None = None, *, is_error: bool = False) -> mcp_types.CallToolResult:
+    """A result with its text, and its structured content when it has one (a refusal has none)."""
+    return mcp_types.CallToolResult(
+        content=[mcp_types.TextContent(type="text", text=text)], structured_content=typed, is_error=is_error
+    )

@@ -126,20 +126,31 @@ def page(store: OutputStore, command: Command, stream: str, offset: int, limit: 
     return decode(data[:cut]), offset + cut
 
 
-def render(store: OutputStore, command: Command, budget: int) -> str:
-    """Both streams within `budget` bytes: all of it if it fits, else head and tail with markers."""
+def _shares(command: Command, budget: int) -> dict[str, int]:
     sizes = {s: stored(command, s) for s in STREAMS}
     shares = {"stdout": budget, "stderr": 0}
     if sizes["stderr"]:
         shares["stderr"] = min(sizes["stderr"], max(budget // 4, budget - sizes["stdout"]))
         shares["stdout"] = budget - shares["stderr"]
-    parts = []
-    for stream in STREAMS:
-        if not received(command, stream):
-            continue
-        text = _render_stream(store, command, stream, shares[stream])
-        parts.append(text if stream == "stdout" else "[stderr]\n" + text)
-    return "\n".join(parts)
+    return shares
+
+
+def render(store: OutputStore, command: Command, budget: int) -> str:
+    """Both streams within `budget` bytes: all of it if it fits, else head and tail with markers."""
+    texts = render_streams(store, command, budget)
+    return "\n".join(text if stream == "stdout" else "[stderr]\n" + text for stream, text in texts.items())
+
+
+def render_streams(store: OutputStore, command: Command, budget: int) -> dict[str, str]:
+    """Each stream that received anything, as `render` shows it."""
+    shares = _shares(command, budget)
+    return {stream: _render_stream(store, command, stream, shares[stream]) for stream in STREAMS if received(command, stream)}
+
+
+def cut(command: Command, budget: int) -> bool:
+    """Whether `render` leaves part of the output out (a middle omitted, or bytes over the cap)."""
+    shares = _shares(command, budget)
+    return any(stored(command, s) > shares[s] or received(command, s) > stored(command, s) for s in STREAMS)
 
 
 def _render_stream(store: OutputStore, command: Command, stream: str, share: int) -> str:
