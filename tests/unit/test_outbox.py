@@ -25,14 +25,22 @@ def test_a_result_is_kept_across_restarts_until_the_server_has_it(tmp_path):
     assert again.pending() == [] and not os.path.exists(spool["stdout"]) and not again.holds("c1")
 
 
-def test_a_result_kept_without_fsync_is_hardened_in_place_and_hardening_a_delivered_one_does_nothing(tmp_path):
+def test_a_result_kept_without_fsync_is_hardened_in_place_and_hardening_a_delivered_one_does_nothing(tmp_path, monkeypatch):
+    # A power cut cannot be staged here: record what reaches the disk with fsync, by path.
+    synced: list[str] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(os.readlink(f"/proc/self/fd/{fd}")), real_fsync(fd))[1])
     state = StateDir(str(tmp_path / "state"))
+    entry = os.path.join(state.outbox_dir, "c1.json")
     state.put("c1", {"status": "failed", "exit_code": 3}, spooled=False, durable=False)
+    assert synced == [], "durable=False leaves the fsync to harden"
     state.harden("c1")  # the first post failed: now it must also survive a power cut
+    assert synced == [entry, state.outbox_dir], "the entry's data, then the folder holding its name"
     assert StateDir(str(tmp_path / "state")).pending() == [{"id": "c1", "body": {"status": "failed", "exit_code": 3}, "spooled": False}]
     state.done("c1")
+    synced.clear()
     state.harden("c1")  # delivered by the outbox's flush meanwhile
-    assert state.pending() == [] and os.listdir(state.outbox_dir) == []
+    assert synced == [] and state.pending() == [] and os.listdir(state.outbox_dir) == []
 
 
 def test_an_unreadable_outbox_entry_is_set_aside_not_fatal(tmp_path):
