@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 import pytest
 from peewee import SqliteDatabase
@@ -13,6 +14,7 @@ from web import errors
 from web.models import EXPIRED, LEASED, QUEUED, RUNNING, SUCCEEDED, Command, db, now
 from web.relay.lease import LEASE
 from web.relay.relay import COUNT_PENDING, Relay
+from web.relay.wakeup import RECHECK_SECONDS
 
 LEASE_SECONDS = 0.2
 
@@ -103,14 +105,26 @@ def test_a_running_command_is_left_running_when_the_waiter_gives_up(relay):
     assert relay.wait(command.id, 0.05).state == RUNNING
 
 
+def blocked_on(condition: threading.Condition) -> Callable[[], bool]:
+    """True once a thread waits on `condition`: a change made after that can reach it only as a wake-up."""
+    return lambda: len(condition._waiters) == 1
+
+
+# A waiter re-reads the database every RECHECK_SECONDS anyway: only an answer well within that
+# proves the wake-up worked.
+WOKEN_WITHIN_SECONDS = RECHECK_SECONDS / 2
+
+
 def test_completing_wakes_the_waiter_with_the_result(relay):
     command = submit(relay)
     relay.start("box", relay.claim("box")[0].id, 1)
     finished: list[Command] = []
     waiter = threading.Thread(target=lambda: finished.append(relay.wait(command.id, 10)))
     waiter.start()
+    wait_for(blocked_on(relay.wakeups.changed(command.id)._cond), what="the waiter to wait")
     relay.complete("box", command.id, SUCCEEDED, {"stdout": "hi\n", "exit_code": 0}, exit_code=0)
-    waiter.join(10)
+    waiter.join(WOKEN_WITHIN_SECONDS)
+    assert not waiter.is_alive(), f"the waiter was not woken within {WOKEN_WITHIN_SECONDS} s"
     assert finished[0].state == SUCCEEDED and finished[0].result["stdout"] == "hi\n"
 
 
@@ -142,7 +156,10 @@ def test_another_machines_command_looks_missing(relay):
             call()
         assert caught.value.code == "unknown_command"
     assert relay.claim("other") == []
-    assert leased.state == LEASED
+    with db.connection_context():
+        stored = Command.get_by_id(command.id)
+    assert (stored.state, stored.machine, stored.result) == (LEASED, "box", None), "the other machine changed nothing"
+    assert relay.start("box", leased.id, leased.lease_count).state == RUNNING, "its own machine still can"
 
 
 def test_an_unknown_result_status_is_refused(relay):
@@ -155,9 +172,10 @@ def test_a_held_poll_is_woken_by_a_submit(relay):
     got: list[list[Command]] = []
     poller = threading.Thread(target=lambda: got.append(relay.poll("box", 10)))
     poller.start()
-    wait_for(lambda: relay._polls["box"] == 1, what="poll to be held")
+    wait_for(blocked_on(relay.wakeups.condition("box")), what="poll to be held")
     command = submit(relay)
-    poller.join(10)
+    poller.join(WOKEN_WITHIN_SECONDS)
+    assert not poller.is_alive(), f"the poll was not woken within {WOKEN_WITHIN_SECONDS} s"
     assert [c.id for c in got[0]] == [command.id]
 
 
@@ -181,9 +199,10 @@ def test_a_new_registration_ends_the_machines_held_poll_before_it_can_lease_anyt
     got: list[list[Command]] = []
     stale = threading.Thread(target=lambda: got.append(relay.poll("box", 10)))
     stale.start()
-    wait_for(lambda: relay._polls["box"] == 1, what="the stale poll to be held")
+    wait_for(blocked_on(relay.wakeups.condition("box")), what="the stale poll to be held")
     relay.register("box", hostname="h", os_name="Linux", version="0.1.0", roots=["/tmp"])
-    stale.join(10)
+    stale.join(WOKEN_WITHIN_SECONDS)
+    assert not stale.is_alive(), f"the stale poll was not ended within {WOKEN_WITHIN_SECONDS} s"
     assert got == [[]]
     command = submit(relay)
     assert [c.id for c in relay.poll("box", 0)] == [command.id]
