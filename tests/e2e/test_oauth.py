@@ -77,9 +77,9 @@ def test_official_client_completes_oauth_then_calls_tools_and_refreshes(server, 
 
 
 def test_official_client_oauth_over_streamable_http(server, agent):
-    probe = requests.post(server.url + "/mcp", json={}, timeout=5)
-    if probe.status_code in (404, 405):
-        pytest.skip("this server has no Streamable HTTP endpoint at /mcp")
+    # Without a credential /mcp answers 401 pointing at the OAuth metadata: where the client's flow starts.
+    probe = requests.post(server.url + "/mcp", json={}, headers={"Accept": "application/json, text/event-stream"}, timeout=5)
+    assert probe.status_code == 401 and "resource_metadata=" in probe.headers["WWW-Authenticate"]
     storage = MemoryStorage()
     provider = make_provider(server.url + "/mcp", server.token, storage)
 
