@@ -8,11 +8,13 @@ from __future__ import annotations
 import argparse
 import logging
 import logging.handlers
+import os
 import sys
 
 from agent import VERSION
-from agent.config import AgentConfig, ConfigError
+from agent.config import CREDENTIAL_VARIABLES, AgentConfig, ConfigError
 from agent.loop import Agent
+from agent.masking import scrub_environment
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,6 +39,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"agent: {error}", file=sys.stderr)
         return 2
     agent = Agent(config)
+    # Every command inherits this process's environment: take the credentials out of it now that they are read.
+    scrubbed = scrub_environment(os.environ, config.credential_values, CREDENTIAL_VARIABLES)
+    if scrubbed:
+        logging.getLogger("agent").info("removed from the commands' environment: %s", ", ".join(sorted(scrubbed)))
     agent.install_signal_handlers()
     agent.run()
     return 0

@@ -18,6 +18,7 @@ import requests
 
 from agent import VERSION
 from agent.config import AgentConfig, mask
+from agent.masking import Secrets
 
 log = logging.getLogger(__name__)
 REREGISTER_CODES = frozenset({"token_expired", "token_invalid", "token_revoked", "token_wrong_audience", "missing_token"})
@@ -41,9 +42,10 @@ class RelayError(Exception):
 
 
 class RelayClient:
-    def __init__(self, config: AgentConfig, *, facts: dict[str, Any]) -> None:
+    def __init__(self, config: AgentConfig, *, facts: dict[str, Any], secrets: Secrets | None = None) -> None:
         self.config = config
         self.facts = facts
+        self.secrets = secrets  # told of every agent token, so that no result can carry one
         self.http = requests.Session()
         self.http.headers["User-Agent"] = f"code-remote-agent/{VERSION}"
         configure_session(self.http, config)
@@ -86,6 +88,8 @@ class RelayClient:
         body = {"machine": self.config.machine_name, **self.facts}
         response = self._request("POST", "/api/agent/register", token=self.config.auth_token, read_timeout=30, json=body)
         data = response.json()
+        if self.secrets is not None:
+            self.secrets.add(data["token"])
         self.access_token = data["token"]
         self.poll_timeout_seconds = float(data.get("poll_timeout_seconds", 25))
 

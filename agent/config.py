@@ -12,9 +12,14 @@ import os
 import socket
 from collections.abc import Mapping
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 DEFAULT_ROOTS = ("~", "/tmp", "/var/tmp")
+# Variables that hold the agent's own credentials: removed from its environment once read, so that no
+# command inherits them (agent/masking.py).
+CREDENTIAL_VARIABLES = ("AUTH_TOKEN", "AGENT_ENROLMENT_SECRET", "MASK_VALUES")
+PROXY_VARIABLES = ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "FTP_PROXY")
+MIN_MASK_CHARS = 4
 
 
 class ConfigError(RuntimeError):
@@ -54,6 +59,11 @@ class AgentConfig:
     # ("" for the operating system's trust store). TLS is always verified: there is no switch to turn it off.
     proxy_url: str = ""
     ca_bundle: str = ""
+    # The agent's own credentials (the enrolment secrets, proxy passwords): no command's environment
+    # holds them. Values never sent in any result (agent/masking.py): those and the owner's MASK_VALUES;
+    # the agent tokens the server issues are added as they arrive.
+    credential_values: tuple[str, ...] = ()
+    secret_values: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> AgentConfig:
@@ -97,6 +107,8 @@ class AgentConfig:
             progress_seconds=float(env.get("PROGRESS_SECONDS", cls.progress_seconds)),
             proxy_url=proxy_for(url, env),
             ca_bundle=ca_bundle_from(env),
+            credential_values=credential_values(env),
+            secret_values=credential_values(env) + mask_values(env),
         )
 
 
@@ -144,6 +156,54 @@ def ca_bundle_from(env: Mapping[str, str]) -> str:
     if bundle and not os.path.exists(os.path.expanduser(bundle)):
         raise ConfigError(f"CA_BUNDLE {bundle!r} does not exist: give the path of a PEM file holding the CA")
     return os.path.expanduser(bundle) if bundle else ""
+
+
+def credential_values(env: Mapping[str, str]) -> tuple[str, ...]:
+    """The agent's own credentials: the enrolment secrets and every proxy URL's password (as written
+    and percent-decoded)."""
+    values = [env.get("AUTH_TOKEN", "").strip(), env.get("AGENT_ENROLMENT_SECRET", "").strip()]
+    for name in PROXY_VARIABLES:
+        for spelling in (name, name.lower()):
+            password = proxy_password(env.get(spelling, ""))
+            values += [password, unquote(password)]
+    return tuple(dict.fromkeys(v for v in values if v))
+
+
+def mask_values(env: Mapping[str, str]) -> tuple[str, ...]:
+    """The owner's MASK_VALUES: comma-separated, each at least MIN_MASK_CHARS long."""
+    values = []
+    for value in env.get("MASK_VALUES", "").split(","):
+        value = value.strip()
+        if value and len(value) < MIN_MASK_CHARS:
+            raise ConfigError(
+                f"MASK_VALUES: a value of {len(value)} characters would mask ordinary text everywhere; "
+                f"list only secrets of at least {MIN_MASK_CHARS} characters"
+            )
+        values.append(value)
+    return tuple(dict.fromkeys(v for v in values if v))
+
+
+def proxy_password(url: str) -> str:
+    """The password in a proxy URL as written (percent-encoded), or ""."""
+    url = url.strip()
+    if "://" not in url:
+        url = "http://" + url
+    netloc = urlsplit(url).netloc
+    userinfo = netloc.rpartition("@")[0]
+    return userinfo.partition(":")[2] if ":" in userinfo else ""
+
+
+def strip_password(url: str) -> str:
+    """A proxy URL without its password: commands still find the proxy, not the agent's credential."""
+    password = proxy_password(url)
+    if not password:
+        return url
+    head, sep, tail = url.partition("://")
+    if not sep:
+        head, tail = "", url
+    netloc, slash, path = tail.partition("/")
+    userinfo, _, host = netloc.rpartition("@")
+    return head + sep + userinfo.partition(":")[0] + "@" + host + slash + path
 
 
 def mask(url: str) -> str:

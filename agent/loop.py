@@ -30,6 +30,7 @@ from agent.client import RelayClient, RelayError, classify
 from agent.config import AgentConfig
 from agent.delivery import INLINE_OUTPUT_BYTES, Delivery, OutputStreamer
 from agent.files import PathPolicy
+from agent.masking import Secrets
 from agent.outbox import StateDir
 from agent.policy import deny_paths
 from agent.shell import OutputSpool
@@ -55,14 +56,16 @@ class Backoff:
 class Agent:
     def __init__(self, config: AgentConfig) -> None:
         self.config = config
-        self.policy = PathPolicy(config.roots, config.home, deny_paths(config.home, config.deny_paths, config.env_file))
+        self.policy = PathPolicy(config.roots, config.home, deny_paths(config.home, config.deny_paths + (config.state_dir,), config.env_file))
         facts = {
             "hostname": platform.node(),
             "os": f"{platform.system()} {platform.release()} ({platform.machine()})",
             "version": VERSION,
             "roots": list(self.policy.roots),
         }
-        self.client = RelayClient(config, facts=facts)
+        # What no result may carry; the client adds each agent token the server issues.
+        self.secrets = Secrets(config.secret_values)
+        self.client = RelayClient(config, facts=facts, secrets=self.secrets)
         self.stopping = threading.Event()
         # Commands run on daemon worker threads, so that exiting never waits on a stuck command. A
         # worker is reused for the next command rather than a thread started for each one.
@@ -244,7 +247,7 @@ class Agent:
                 streamer = OutputStreamer(self.delivery, command_id, cancel, self.config.progress_seconds, before_start=spool.spill)
                 options["on_tick"] = streamer.tick
             try:
-                body = operations.outcome(tool, command.get("arguments") or {}, float(command.get("timeout_seconds", 30)), self.config, self.policy, **options)
+                body = operations.outcome(tool, command.get("arguments") or {}, float(command.get("timeout_seconds", 30)), self.config, self.policy, secrets=self.secrets, **options)
             finally:
                 if streamer is not None:
                     streamer.stop()

@@ -9,11 +9,15 @@ from agent import files, shell
 from agent import policy as owner_policy
 from agent.config import AgentConfig
 from agent.errors import OperationError
+from agent.masking import Secrets
 
 MAX_WRITE_BYTES = 10 * 1024 * 1024
 
 
-def perform(tool: str, arguments: dict[str, Any], timeout_seconds: float, config: AgentConfig, policy: files.PathPolicy, **shell_options: Any) -> dict[str, Any]:
+def perform(
+    tool: str, arguments: dict[str, Any], timeout_seconds: float, config: AgentConfig, policy: files.PathPolicy,
+    *, secrets: Secrets | None = None, **shell_options: Any,
+) -> dict[str, Any]:
     owner_policy.check_call(
         tool,
         arguments,
@@ -31,6 +35,7 @@ def perform(tool: str, arguments: dict[str, Any], timeout_seconds: float, config
             timeout_seconds=timeout_seconds,
             max_output_bytes=config.max_output_bytes,
             kill_grace_seconds=config.kill_grace_seconds,
+            secrets=secrets,
             **shell_options,
         )
     if tool == "read_file":
@@ -44,8 +49,22 @@ def perform(tool: str, arguments: dict[str, Any], timeout_seconds: float, config
     raise OperationError("unknown_tool", f"this agent does not know the tool {tool!r}; upgrade it")
 
 
-def outcome(tool: str, arguments: dict[str, Any], timeout_seconds: float, config: AgentConfig, policy: files.PathPolicy, **shell_options: Any) -> dict[str, Any]:
-    """The body to post as the command's result. `shell_options` go to shell.run (spool, cancel, on_start)."""
+def outcome(
+    tool: str, arguments: dict[str, Any], timeout_seconds: float, config: AgentConfig, policy: files.PathPolicy,
+    *, secrets: Secrets | None = None, **shell_options: Any,
+) -> dict[str, Any]:
+    """The body to post as the command's result, with every secret masked (agent/masking.py) and
+    counted in `result.masked`. `shell_options` go to shell.run (spool, cancel, on_start)."""
+    secrets = secrets if secrets is not None else Secrets(config.secret_values)
+    body = _outcome(tool, arguments, timeout_seconds, config, policy, secrets=secrets, **shell_options)
+    body, count = secrets.mask_object(body)
+    if count:
+        result = body.setdefault("result", {})
+        result["masked"] = result.get("masked", 0) + count
+    return body
+
+
+def _outcome(tool: str, arguments: dict[str, Any], timeout_seconds: float, config: AgentConfig, policy: files.PathPolicy, **shell_options: Any) -> dict[str, Any]:
     try:
         result = perform(tool, arguments, timeout_seconds, config, policy, **shell_options)
     except OperationError as error:

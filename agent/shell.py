@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from agent.errors import OperationError
+from agent.masking import Secrets, StreamMasker
 
 DRAIN_AFTER_EXIT_SECONDS = 0.5
 READ_CHUNK = 65536
@@ -32,13 +33,31 @@ def _decode(data: bytes) -> str:
     return data.decode("utf-8", errors="backslashreplace")
 
 
-class _Capture:
-    def __init__(self, limit: int) -> None:
+class _Masked:
+    """Output passes through the stream's masker (agent/masking.py) before it is kept or counted."""
+
+    masker: StreamMasker | None = None
+
+    def add(self, data: bytes) -> None:
+        self._keep(self.masker.feed(data) if self.masker is not None else data)
+
+    def finish(self) -> None:
+        if self.masker is not None:
+            self._keep(self.masker.finish())
+
+    @property
+    def masked(self) -> int:
+        return self.masker.count if self.masker is not None else 0
+
+
+class _Capture(_Masked):
+    def __init__(self, limit: int, masker: StreamMasker | None = None) -> None:
         self.limit = limit
         self.kept = bytearray()
         self.dropped = 0
+        self.masker = masker
 
-    def add(self, data: bytes) -> None:
+    def _keep(self, data: bytes) -> None:
         room = self.limit - len(self.kept)
         if room > 0:
             self.kept += data[:room]
@@ -93,14 +112,15 @@ class OutputSpool:
             handle.close()
 
 
-class _Spool:
+class _Spool(_Masked):
     """A capture that sends what it keeps to an `OutputSpool` stream."""
 
-    def __init__(self, limit: int, spool: OutputSpool, stream: str) -> None:
+    def __init__(self, limit: int, spool: OutputSpool, stream: str, masker: StreamMasker | None = None) -> None:
         self.limit, self.size, self.dropped = limit, 0, 0
         self.spool, self.stream = spool, stream
+        self.masker = masker
 
-    def add(self, data: bytes) -> None:
+    def _keep(self, data: bytes) -> None:
         keep = data[: max(self.limit - self.size, 0)]
         if keep:
             self.spool.write(self.stream, keep)
@@ -136,12 +156,16 @@ def run(
     cancel: threading.Event | None = None,
     on_start: Callable[[int], None] | None = None,
     on_tick: Callable[[], None] | None = None,
+    secrets: Secrets | None = None,
+    env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Run `command`; return stdout, stderr, exit code, whether it timed out and how long it took.
 
     `spool` (an OutputSpool) takes the output instead of the result;
     `cancel` ends the process group when set; `on_start(pgid)` is called once it exists; `on_tick()`
-    is called at least every 0.2 s while the command runs when `cancel` is given."""
+    is called at least every 0.2 s while the command runs when `cancel` is given. Every occurrence of
+    `secrets` in the output is masked as it is read (the result's `masked` counts them); `env` is the
+    command's environment (default: the agent's own, already scrubbed of its credentials)."""
     if not os.path.isdir(cwd):
         raise OperationError("working_dir_not_found", f"working directory does not exist: {cwd}")
     started = time.monotonic()
@@ -152,6 +176,7 @@ def run(
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             cwd=cwd,
+            env=env,
             start_new_session=True,
         )
     except OSError as error:
@@ -159,10 +184,16 @@ def run(
     pgid = proc.pid  # start_new_session makes the shell the leader of a new group
     if on_start is not None:
         on_start(pgid)
+    def masker() -> StreamMasker | None:
+        return StreamMasker(secrets) if secrets is not None else None
+
     if spool is None:
-        captures = {proc.stdout.fileno(): _Capture(max_output_bytes), proc.stderr.fileno(): _Capture(max_output_bytes)}
+        captures = {proc.stdout.fileno(): _Capture(max_output_bytes, masker()), proc.stderr.fileno(): _Capture(max_output_bytes, masker())}
     else:
-        captures = {proc.stdout.fileno(): _Spool(max_output_bytes, spool, "stdout"), proc.stderr.fileno(): _Spool(max_output_bytes, spool, "stderr")}
+        captures = {
+            proc.stdout.fileno(): _Spool(max_output_bytes, spool, "stdout", masker()),
+            proc.stderr.fileno(): _Spool(max_output_bytes, spool, "stderr", masker()),
+        }
     out_fd, err_fd = proc.stdout.fileno(), proc.stderr.fileno()
     selector = selectors.DefaultSelector()
     open_pipes = set(captures)
@@ -242,6 +273,8 @@ def run(
         if timed_out or cancelled:
             _kill_group(pgid, signal.SIGKILL)  # anything the group left behind
     finally:
+        for capture in captures.values():
+            capture.finish()  # what was held back as a possible start of a secret
         selector.close()
         if exit_fd is not None:
             os.close(exit_fd)
@@ -259,6 +292,9 @@ def run(
     }
     if cancelled:
         result["cancelled"] = True
+    masked = sum(capture.masked for capture in captures.values())
+    if masked:
+        result["masked"] = masked
     for name, fd in (("stdout", out_fd), ("stderr", err_fd)):
         capture = captures[fd]
         if isinstance(capture, _Spool):

@@ -22,6 +22,17 @@ def describe(relay, command: Command, *, waited: float) -> tuple[str, bool]:
     """The text for a tool call's answer, and whether it is an error result."""
     if command.state in (QUEUED, LEASED, RUNNING):
         return _pending(relay, command, waited), False
+    text, is_error = _describe_finished(relay, command)
+    masked = (command.result or {}).get("masked")
+    if isinstance(masked, int) and masked > 0:
+        text += (
+            f"\n[{masked} occurrence{'s' if masked != 1 else ''} of a secret (the agent's credentials or the owner's "
+            "MASK_VALUES) masked by the agent as ***]"
+        )
+    return text, is_error
+
+
+def _describe_finished(relay, command: Command) -> tuple[str, bool]:
     result = command.result or {}
     if command.state == SUCCEEDED:
         return _format_success(relay, command, result), False
