@@ -1,7 +1,8 @@
 """gunicorn settings for Code Remote (read by `gunicorn -c gunicorn.conf.py wsgi:app`).
 
-One gevent worker serves thousands of held long-polls and SSE streams; MCP sessions and wake-ups live
-in that worker's memory, so keep `workers = 1` unless sessions are made shared. Never use `preload_app`
+One gevent worker serves thousands of held long-polls and SSE streams. More workers (`WEB_CONCURRENCY`,
+which Procfile platforms set by themselves, or `-w`) need PostgreSQL: SQLite serves one process, so
+`on_starting` refuses to start more than one worker on it (docs/DEPLOYMENT.md). Never use `preload_app`
 with gevent: the app would be imported before gevent patches the standard library.
 
 Timeouts, outermost first: a PaaS router or proxy in front cuts idle connections (Heroku 55 s, Fly and
@@ -36,6 +37,31 @@ errorlog = "-"
 # $HOME/.gunicorn/gunicorn.ctl: nothing here uses it, and two instances on one host would share that path.
 control_socket_disable = True
 loglevel = os.environ.get("LOG_LEVEL", "info")
+
+
+def on_starting(server):
+    """Refuse, before any port is bound, what cannot work: several workers on SQLite."""
+    refuse_workers_on_sqlite(server.cfg.workers, os.environ.get("DATABASE_URL", ""))
+
+
+def refuse_workers_on_sqlite(workers, database_url):
+    """Raise (gunicorn prints "Error: ..." and exits 1) when `workers` > 1 and the database is SQLite.
+
+    Sessions, streams and wake-ups are shared between processes through PostgreSQL only: on SQLite a
+    second worker silently breaks concurrent clients (calls time out, "unknown or expired session"),
+    while a quick manual try still passes. Refusing is the one honest answer.
+    """
+    if workers <= 1 or database_url.strip().lower().startswith(("postgresql://", "postgres://")):
+        return
+    source = "DATABASE_URL is unset, so SQLite is used" if not database_url.strip() else "DATABASE_URL is not PostgreSQL"
+    raise RuntimeError(
+        f"refusing to start {workers} gunicorn workers on SQLite ({source}). SQLite serves one process: "
+        "MCP sessions, streams and agent wake-ups are shared between processes only through PostgreSQL, "
+        "so with several workers on SQLite concurrent clients would fail. "
+        "Set WEB_CONCURRENCY=1 (one gevent worker holds thousands of connections; a platform may set "
+        "WEB_CONCURRENCY by itself, so set it explicitly), or set DATABASE_URL=postgresql://... to run "
+        "several workers or instances. See docs/DEPLOYMENT.md."
+    )
 
 
 def post_worker_init(worker):
