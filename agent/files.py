@@ -29,8 +29,8 @@ class PathPolicy:
         # Real paths the file tools refuse even inside a root (agent/policy.py: secrets by default).
         self.deny = tuple(os.path.realpath(d) for d in deny)
 
-    def resolve(self, path: str) -> str:
-        """The real absolute path for `path`, or OperationError if it lies outside every root."""
+    def expand(self, path: str) -> str:
+        """`path` made absolute (`~` and relative paths from home), symlinks not yet followed."""
         if not isinstance(path, str) or not path:
             raise OperationError("invalid_path", "path must be a non-empty string")
         if "\x00" in path:
@@ -43,7 +43,32 @@ class PathPolicy:
             expanded = path
         if not os.path.isabs(expanded):
             expanded = os.path.join(self.home, expanded)
-        real = os.path.realpath(expanded)
+        return expanded
+
+    def resolve(self, path: str) -> str:
+        """The real absolute path for `path`, or OperationError if it lies outside every root.
+
+        Every symlink is followed. As in POSIX, a component that is not a folder cannot be followed by
+        more: `notes.txt/`, `notes.txt/.` and `notes.txt/../x` fail with "not a directory".
+        """
+        expanded = self.expand(path)
+        real = self.check(os.path.realpath(expanded), path)
+        _check_components(expanded, path)
+        return real
+
+    def resolve_entry(self, path: str) -> str:
+        """Like resolve, but a final symlink is not followed: the path of the entry itself (to delete,
+        move or describe a link rather than what it points to). A trailing slash follows it, as in POSIX."""
+        expanded = self.expand(path)
+        parent, name = os.path.split(expanded)
+        if not name or name in (".", "..") or wants_directory(path):
+            return self.resolve(path)
+        real = self.check(os.path.join(os.path.realpath(parent), name), path)
+        _check_components(expanded, path)
+        return real
+
+    def check(self, real: str, path: str) -> str:
+        """`real` if it lies inside a root and outside the deny-list, else OperationError."""
         if not self.allows(real):
             raise OperationError(
                 "path_outside_roots",
@@ -58,6 +83,36 @@ class PathPolicy:
 
     def allows(self, real: str) -> bool:
         return any(real == root or os.path.commonpath([real, root]) == root for root in self.roots)
+
+    def is_root(self, real: str) -> bool:
+        return real in self.roots
+
+    def denied_inside(self, real: str) -> str | None:
+        """A deny-listed path inside the folder `real`, if any (a recursive copy, move or delete of
+        `real` would carry it along)."""
+        return next((d for d in self.deny if d != real and is_under(d, real)), None)
+
+
+def wants_directory(path: str) -> bool:
+    """True when `path` can only name a folder: it ends with `/`, `/.` or `/..` (or is `.`/`..`)."""
+    return path.endswith(("/", "/.", "/..")) or path in (".", "..")
+
+
+def _check_components(expanded: str, path: str) -> None:
+    """Refuse a path that goes on past a non-folder (ENOTDIR), as the kernel would for open(2).
+
+    os.path.realpath handles `..` and a trailing slash by itself and so accepts `file/` and
+    `file/../x`; the kernel's own lookup of the unresolved path says whether every component but
+    the last is a folder (and, with a trailing slash, the last one too).
+    """
+    try:
+        os.stat(expanded)
+    except NotADirectoryError:
+        raise OperationError(
+            "not_a_directory", f"{path}: not a directory (a part of the path that is a file is followed by more)"
+        ) from None
+    except (OSError, ValueError):
+        pass  # missing, a loop, too long: reported by the operation with its own words
 
 
 def _open_checked(real: str, flags: int, mode: int = 0o644) -> int:
@@ -149,22 +204,16 @@ def _read_lines(handle, real: str, size: int, max_bytes: int, first: int, limit:
     return result
 
 
-def write_file(policy: PathPolicy, path: str, content: str, *, max_bytes: int) -> dict[str, Any]:
-    data = content.encode("utf-8", "surrogateescape")
-    if len(data) > max_bytes:
-        raise OperationError("content_too_large", f"content is {len(data)} bytes, over the {max_bytes}-byte limit")
-    real = policy.resolve(path)
-    parent = os.path.dirname(real)
-    if not os.path.isdir(parent):
-        raise OperationError("parent_not_found", f"folder {parent} does not exist; create it first")
-    if os.path.lexists(real) and not os.path.isfile(real):
-        raise OperationError("not_a_file", f"{real} exists and is not a regular file")
-    fd = _open_checked(real, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-    with os.fdopen(fd, "wb") as handle:
-        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+def read_bytes(real: str, *, max_bytes: int) -> bytes:
+    """A regular file's bytes, opened with open_verified; refused past `max_bytes`."""
+    fd = _open_checked(real, os.O_RDONLY)
+    with os.fdopen(fd, "rb") as handle:
+        opened = os.fstat(handle.fileno())
+        if not stat.S_ISREG(opened.st_mode):
             raise OperationError("not_a_file", f"{real} is not a regular file")
-        handle.write(data)
-    return {"path": real, "bytes_written": len(data)}
+        if opened.st_size > max_bytes:
+            raise OperationError("file_too_large", f"{real} is {opened.st_size} bytes, over the {max_bytes}-byte limit")
+        return handle.read(max_bytes + 1)
 
 
 def _cache_stat(entry: os.DirEntry) -> None:

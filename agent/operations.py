@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from agent import files, shell
+from agent import edit, files, shell, writing
 from agent import policy as owner_policy
 from agent.config import AgentConfig
 from agent.errors import OperationError
@@ -43,7 +43,12 @@ def perform(
             policy, arguments["path"], max_bytes=config.max_read_bytes, offset=arguments.get("offset"), limit=arguments.get("limit")
         )
     if tool == "write_file":
-        return files.write_file(policy, arguments["path"], arguments["content"], max_bytes=MAX_WRITE_BYTES)
+        return writing.write_file(
+            policy, arguments["path"], arguments["content"], max_bytes=MAX_WRITE_BYTES,
+            mode=arguments.get("mode", "rewrite"), create_dirs=bool(arguments.get("create_dirs", False)),
+        )
+    if tool == "edit_file":
+        return edit.edit_file(policy, arguments["path"], arguments["edits"], dry_run=bool(arguments.get("dry_run", False)))
     if tool == "list_directory":
         return files.list_directory(policy, arguments["path"])
     raise OperationError("unknown_tool", f"this agent does not know the tool {tool!r}; upgrade it")

@@ -2,8 +2,8 @@
 agent has the last word.
 
 * per-tool switches (`DISABLED_TOOLS=run_shell_command,write_file`);
-* read-only mode (`READ_ONLY=1`): only `read_file` and `list_directory`; the shell is off too, since
-  a shell can write anything;
+* read-only mode (`READ_ONLY=1`): only the tools that change nothing (READ_ONLY_TOOLS); the shell is
+  off too, since a shell can write anything;
 * an optional allow-list of command prefixes (`ALLOWED_COMMANDS=git status,ls,cat`): a command must
   be one of them or start with one followed by a space, and may not chain, pipe, redirect or
   substitute (no `; & | < > $ \\` ( )` or newlines), or `git status; rm -rf ~` would pass;
@@ -27,7 +27,8 @@ from typing import Any
 
 from agent.errors import OperationError
 
-ALL_TOOLS = ("run_shell_command", "read_file", "write_file", "list_directory")
+ALL_TOOLS = ("run_shell_command", "read_file", "write_file", "list_directory", "edit_file")
+# The tools that change nothing: the only ones READ_ONLY leaves on.
 READ_ONLY_TOOLS = frozenset({"read_file", "list_directory"})
 # Relative to the home folder. Credentials that would let a caller become the user elsewhere.
 DEFAULT_DENY = (

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from agent import files
+from agent import files, writing
 from agent.errors import OperationError
 
 
@@ -31,7 +31,7 @@ def refused(call, *args, **kwargs) -> OperationError:
 
 def test_a_file_inside_the_root_is_read_and_written(policy, root):
     target = root / "notes.txt"
-    assert files.write_file(policy, str(target), "héllo\n", max_bytes=1000)["bytes_written"] == 7
+    assert writing.write_file(policy, str(target), "héllo\n", max_bytes=1000)["bytes_written"] == 7
     assert files.read_file(policy, str(target), max_bytes=1000)["content"] == "héllo\n"
 
 
@@ -55,7 +55,7 @@ def test_a_symlink_pointing_out_of_the_root_is_refused(policy, root, tmp_path):
     (root / "link").symlink_to(outside)
     assert refused(files.read_file, policy, str(root / "link" / "secret.txt"), max_bytes=100).code == "path_outside_roots"
     assert refused(files.list_directory, policy, str(root / "link")).code == "path_outside_roots"
-    assert refused(files.write_file, policy, str(root / "link" / "new.txt"), "x", max_bytes=100).code == "path_outside_roots"
+    assert refused(writing.write_file, policy, str(root / "link" / "new.txt"), "x", max_bytes=100).code == "path_outside_roots"
     assert not (outside / "new.txt").exists()
 
 
@@ -63,7 +63,7 @@ def test_a_symlink_to_a_file_out_of_the_root_is_not_written_through(policy, root
     victim = tmp_path / "victim.txt"
     victim.write_text("original")
     (root / "innocent.txt").symlink_to(victim)
-    assert refused(files.write_file, policy, str(root / "innocent.txt"), "overwritten", max_bytes=100).code == "path_outside_roots"
+    assert refused(writing.write_file, policy, str(root / "innocent.txt"), "overwritten", max_bytes=100).code == "path_outside_roots"
     assert victim.read_text() == "original"
 
 
@@ -95,7 +95,7 @@ def test_reading_a_directory_says_it_is_not_a_file(policy, root):
 
 def test_writing_over_a_directory_says_it_is_not_a_file(policy, root):
     (root / "d").mkdir()
-    assert refused(files.write_file, policy, str(root / "d"), "x", max_bytes=100).code == "not_a_file"
+    assert refused(writing.write_file, policy, str(root / "d"), "x", max_bytes=100).code == "not_a_file"
 
 
 def test_listing_a_file_says_it_is_not_a_directory(policy, root):
@@ -122,8 +122,8 @@ def test_a_file_that_is_not_utf8_is_refused(policy, root):
 
 
 def test_writing_into_a_missing_folder_says_to_create_it(policy, root):
-    error = refused(files.write_file, policy, str(root / "no" / "f.txt"), "x", max_bytes=100)
-    assert error.code == "parent_not_found" and "create it first" in error.message
+    error = refused(writing.write_file, policy, str(root / "no" / "f.txt"), "x", max_bytes=100)
+    assert error.code == "parent_not_found" and "create_dirs=true" in error.message
 
 
 def test_a_listing_names_types_and_sizes(policy, root):

@@ -13,6 +13,7 @@ from typing import Any
 
 from web.models import CANCELLED, EXPIRED, LEASED, LOST, QUEUED, RUNNING, SUCCEEDED, TIMED_OUT, Command
 from web.mcp import structured
+from web.mcp import file_text
 from web.relay import output
 
 MAX_PROGRESS_CHARS = 4000
@@ -101,8 +102,8 @@ def _format_success(relay, command: Command, result: dict[str, Any]) -> str:
                 f"offset={result['next_offset']}) …]"
             )
         return text
-    if tool == "write_file":
-        return f"wrote {result.get('bytes_written')} bytes to {result.get('path')}"
+    if tool in file_text.FORMATTERS:
+        return file_text.FORMATTERS[tool](result)
     if tool == "list_directory":
         lines = [f"{result.get('path')}:"]
         for entry in result.get("entries", []):

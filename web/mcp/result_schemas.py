@@ -89,7 +89,17 @@ READ = _object(
     },
     RELAYED_REQUIRED,
 )
-WRITE = _object({**RELAYED, "path": {"type": "string"}, "bytes_written": {"type": "integer"}}, RELAYED_REQUIRED)
+WRITE = _object(
+    {
+        **RELAYED,
+        "path": {"type": "string"},
+        "bytes_written": {"type": "integer"},
+        "size": {"type": "integer", "description": "The file's size after the write."},
+        "mode": {"type": "string", "enum": ["rewrite", "append"]},
+        "checkpoint_id": {"type": "string", "description": "undo_change(checkpoint_id) reverts the write."},
+    },
+    RELAYED_REQUIRED,
+)
 LISTING = _object(
     {
         **RELAYED,

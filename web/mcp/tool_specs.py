@@ -1,6 +1,5 @@
 """The tool table: each tool's name, title, description, input and output schemas and annotations as
-`tools/list` shows them, and the check of a call's arguments against the input schema (ToolError
-naming the first problem).
+`tools/list` shows them,.
 
 Annotations are hints a client may show or act on, so they must be true: a read-only tool changes
 nothing; a destructive one may delete or overwrite; an idempotent one called twice with the same
@@ -8,67 +7,20 @@ arguments has no further effect; an open-world one may reach beyond the machine 
 use the network). The whole `tools/list` answer is kept under 24 KB of JSON (a test holds it there):
 it is sent with every conversation, so descriptions stay short.
 
-web/mcp/tools.py runs the calls; web/mcp/result_schemas.py holds the output schemas.
+web/mcp/tools.py runs the calls; web/mcp/result_schemas.py holds the output schemas; the file tools
+beyond read/write/list are in web/mcp/file_specs.py; web/mcp/arguments.py checks a call's arguments.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Callable
-from typing import Any
-
-import mcp_types
-
-from web import errors
 from web.mcp import result_schemas as out
+from web.mcp.file_specs import FILE_TOOLS
+from web.mcp.spec import MACHINE_PROPERTY, ToolSpec
 from web.models import STATES
 
-MACHINE_PROPERTY = {
-    "type": "string",
-    "description": "Name of the machine to act on. Optional when exactly one machine is online.",
-    "maxLength": 64,
-}
+__all__ = ["TOOLS", "TOOLS_BY_NAME", "ToolSpec"]
 
-
-@dataclasses.dataclass(frozen=True)
-class ToolSpec:
-    name: str
-    description: str
-    properties: dict[str, Any]
-    required: tuple[str, ...] = ()
-    relayed: bool = True
-    read_only: bool = False
-    title: str = ""
-    output: dict[str, Any] | None = None  # the outputSchema
-    destructive: bool = False  # may delete or overwrite (meaningful when not read-only)
-    idempotent: bool = False  # a repeat with the same arguments has no further effect
-    open_world: bool = False  # may reach beyond the machine (e.g. the network)
-
-    def definition(self) -> mcp_types.Tool:
-        schema: dict[str, Any] = {
-            "type": "object",
-            "properties": self.properties,
-            "additionalProperties": False,
-        }
-        if self.required:
-            schema["required"] = list(self.required)
-        return mcp_types.Tool(
-            name=self.name,
-            description=self.description,
-            title=self.title or None,
-            input_schema=schema,
-            output_schema=self.output,
-            annotations=mcp_types.ToolAnnotations(
-                title=self.title or None,
-                read_only_hint=self.read_only,
-                destructive_hint=False if self.read_only else self.destructive,
-                idempotent_hint=True if self.read_only else self.idempotent,
-                open_world_hint=self.open_world,
-            ),
-        )
-
-
-TOOLS = (
+CORE_TOOLS = (
     ToolSpec(
         "run_shell_command",
         "Run a shell command on a machine; returns stdout, stderr and exit code (non-zero is reported, not "
@@ -112,18 +64,20 @@ TOOLS = (
     ),
     ToolSpec(
         "write_file",
-        "Write (create or replace) a text file on a machine, inside its allowed roots. "
-        "The parent folder must exist.",
+        "Write a UTF-8 text file on a machine, inside its allowed roots: create or replace it, or append "
+        "to it. Atomic (readers never see it half written); keeps the file's mode. The parent folder must "
+        "exist unless create_dirs. Undo with undo_change.",
         {
             "path": {"type": "string", "description": "Absolute path, or relative to the home folder."},
-            "content": {"type": "string", "description": "The file's new content, as UTF-8 text."},
+            "content": {"type": "string", "description": "The text to write."},
+            "mode": {"type": "string", "enum": ["rewrite", "append"], "description": "rewrite (default) or append."},
+            "create_dirs": {"type": "boolean", "description": "Create missing parent folders (default false)."},
             "machine": MACHINE_PROPERTY,
         },
         ("path", "content"),
         title="Write file",
         output=out.WRITE,
         destructive=True,
-        idempotent=True,
     ),
     ToolSpec(
         "list_directory",
@@ -188,56 +142,5 @@ TOOLS = (
         output=out.COMMANDS,
     ),
 )
+TOOLS = CORE_TOOLS + FILE_TOOLS
 TOOLS_BY_NAME = {spec.name: spec for spec in TOOLS}
-_JSON_TYPES: dict[str, Callable[[Any], bool]] = {
-    "string": lambda v: isinstance(v, str),
-    "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
-    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
-}
-
-
-def validate_arguments(spec: ToolSpec, arguments: Any) -> dict[str, Any]:
-    """Check arguments against the tool's schema; raise ToolError naming the first problem."""
-    if arguments is None:
-        arguments = {}
-    if not isinstance(arguments, dict):
-        raise errors.ToolError(f"{spec.name}: arguments must be an object", code="invalid_arguments")
-    for name in spec.required:
-        if name not in arguments:
-            raise errors.ToolError(f"{spec.name}: missing required argument '{name}'", code="invalid_arguments")
-    for name, value in arguments.items():
-        schema = spec.properties.get(name)
-        if schema is None:
-            raise errors.ToolError(
-                f"{spec.name}: unknown argument '{name}' (accepted: {', '.join(spec.properties) or 'none'})",
-                code="invalid_arguments",
-            )
-        if not _JSON_TYPES[schema["type"]](value):
-            raise errors.ToolError(
-                f"{spec.name}: argument '{name}' must be a {schema['type']}, got {_json_type(value)}",
-                code="invalid_arguments",
-            )
-        if isinstance(value, str) and len(value) < schema.get("minLength", 0):
-            raise errors.ToolError(f"{spec.name}: argument '{name}' must not be empty", code="invalid_arguments")
-        if isinstance(value, str) and "maxLength" in schema and len(value) > schema["maxLength"]:
-            raise errors.ToolError(f"{spec.name}: argument '{name}' is too long", code="invalid_arguments")
-        if schema["type"] == "number" and not (0 < value <= schema.get("maximum", float("inf"))):
-            raise errors.ToolError(
-                f"{spec.name}: argument '{name}' must be above 0 and at most {schema.get('maximum')}",
-                code="invalid_arguments",
-            )
-        if schema["type"] == "integer" and value < schema.get("minimum", 0):
-            raise errors.ToolError(
-                f"{spec.name}: argument '{name}' must be at least {schema.get('minimum', 0)}", code="invalid_arguments"
-            )
-        if "enum" in schema and value not in schema["enum"]:
-            raise errors.ToolError(
-                f"{spec.name}: argument '{name}' must be one of {', '.join(schema['enum'])}", code="invalid_arguments"
-            )
-    return arguments
-
-
-def _json_type(value: Any) -> str:
-    return {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}.get(
-        type(value), "number"
-    )

@@ -20,7 +20,8 @@ import mcp_types
 from web import errors
 from web.audit import AuditEntry, record_refusal
 from web.mcp import outcome, structured
-from web.mcp.tool_specs import TOOLS, TOOLS_BY_NAME, ToolSpec, validate_arguments
+from web.mcp.arguments import validate_arguments
+from web.mcp.tool_specs import TOOLS, TOOLS_BY_NAME, ToolSpec
 from web.models import TERMINAL_STATES
 from web.relay.relay import Relay
 
