@@ -85,7 +85,7 @@ def make_provider(server_url: str, secret: str, storage: MemoryStorage, *, clien
 
     async def callback_handler() -> AuthorizationCodeResult:
         params = pending.pop("params")
-        return AuthorizationCodeResult(code=params["code"], state=params.get("state"))
+        return AuthorizationCodeResult(code=params["code"], state=params.get("state"), iss=params.get("iss"))
 
     metadata = OAuthClientMetadata(
         client_name=client_name,

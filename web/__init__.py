@@ -51,6 +51,7 @@ def build_services(config: Config) -> Services:
         code_seconds=config.oauth_code_seconds,
         access_seconds=config.oauth_access_token_seconds,
         refresh_seconds=config.oauth_refresh_token_seconds,
+        registrations_per_hour_total=config.client_registrations_total_per_hour,
     )
     return Services(
         config=config,

@@ -35,22 +35,28 @@ from typing import Any
 from flask import Blueprint, Response, request
 
 from web import errors
-from web.http import compact_json_response, json_response, read_json, services
+from web.http import compact_json_response, json_response, query_int, query_seconds, read_json, services
 from web.models import Command
 from web.security.auth import Unauthorized
 
 bp = Blueprint("agent_api", __name__, url_prefix="/api/agent")
-MACHINE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+MACHINE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 MAX_POLL_BATCH = 16
 
 
 def _agent() -> str:
-    """The machine named by this request's agent token, checked against revocation."""
+    """The machine named by this request's agent token, checked against revocation. A refused token
+    counts as a failed authentication for the caller's address, as a wrong AUTH_TOKEN does: past
+    AUTH_FAILURES_PER_MINUTE it is answered 429 (a valid token always passes)."""
     svc = services()
-    name, generation = svc.agent_tokens.verify(request.headers.get("Authorization"))
-    current = svc.relay.token_generation(name)
-    if current is None or current != generation:
-        raise Unauthorized(f"agent token for {name!r} was revoked: register again", code="token_revoked")
+    try:
+        name, generation = svc.agent_tokens.verify(request.headers.get("Authorization"))
+        current = svc.relay.token_generation(name)
+        if current is None or current != generation:
+            raise Unauthorized(f"agent token for {name!r} was revoked: register again", code="token_revoked")
+    except Unauthorized:
+        svc.credentials.throttle.hit(request.remote_addr)
+        raise
     return name
 
 
@@ -69,7 +75,7 @@ def register():
     if not isinstance(body, dict):
         raise errors.BadRequest("body must be a JSON object", code="invalid_body")
     name = _string(body, "machine", 200)
-    if not MACHINE_NAME.match(name):
+    if not MACHINE_NAME.fullmatch(name):  # match() with `$` let 'box\n' through
         raise errors.BadRequest(
             "'machine' must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit",
             code="invalid_machine_name",
@@ -98,18 +104,11 @@ def register():
 def poll():
     machine = _agent()
     svc = services()
-    limit = svc.config.poll_timeout_seconds
-    raw = request.args.get("wait", str(limit))
-    try:
-        wait = min(max(float(raw), 0.0), limit)
-        if wait != wait:  # NaN would hold the poll forever
-            raise ValueError(raw)
-    except ValueError:
-        raise errors.BadRequest(f"wait must be a number of seconds, got {raw!r}", code="invalid_wait") from None
-    raw_limit = request.args.get("limit", str(MAX_POLL_BATCH))
-    if not raw_limit.isdigit():
-        raise errors.BadRequest(f"limit must be a whole number, got {raw_limit!r}", code="invalid_limit")
-    commands = svc.relay.poll(machine, wait, min(int(raw_limit), MAX_POLL_BATCH), gone=_hung_up())
+    hold = svc.config.poll_timeout_seconds
+    # ASCII digits only (no NaN, inf, '²' or '1_0'): a NaN once would have held the poll forever.
+    wait = query_seconds("wait", hold, maximum=hold, code="invalid_wait")
+    limit = min(query_int("limit", MAX_POLL_BATCH, minimum=0, code="invalid_limit"), MAX_POLL_BATCH)
+    commands = svc.relay.poll(machine, wait, limit, gone=_hung_up())
     if not commands:
         return Response(status=204)
     return compact_json_response({"commands": [_wire(c) for c in commands]})

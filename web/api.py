@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import logging
 
-from flask import Blueprint, request
+from flask import Blueprint, g, request
 from peewee import PeeweeException
 
 from web import audit, errors
-from web.http import json_response, require_owner, services
+from web.http import json_response, query_int, require_owner, services
 from web.mcp.protocol import SERVER_VERSION
 
 log = logging.getLogger(__name__)
@@ -35,26 +35,52 @@ def _transport(path: str) -> str:
         return "sse"
     if path.startswith("/mcp"):
         return "http"
+    if path.startswith(OAUTH_PATHS):
+        return "oauth"
     return "agent" if path.startswith("/api/agent/") else "rest"
 
 
+OAUTH_PATHS = ("/authorize", "/token", "/register", "/revoke")
+# Refused for who or where the caller is, wherever it happens: always audited.
+REFUSED_CALLER = frozenset({401, 403, 429})
+# Normal answers of a working protocol, not refusals: an unknown URL, a lease another poll took.
+NOT_REFUSALS = frozenset({404, 409})
+
+
+def _is_refusal(path: str, status: int) -> bool:
+    if status in REFUSED_CALLER:
+        return True
+    if not 400 <= status < 500 or status in NOT_REFUSALS:
+        return False
+    # The MCP transports write their own row for every message they refuse (web/mcp/).
+    return _transport(path) not in ("sse", "http")
+
+
 @bp.after_app_request
-def audit_refused_credentials(response):
-    """Every request refused for its credentials leaves an audit row (never the credential itself)."""
-    if response.status_code == 401:
+def audit_refusals(response):
+    """Every refused request leaves one audit row: refused credentials, a forbidden or throttled
+    caller, bad input on the REST, agent and OAuth endpoints, and an OAuth refusal sent back as a
+    redirect (a view names it in `g.refusal`). Never the credential or the body itself."""
+    refusal = g.pop("refusal", None)
+    if refusal is None and not _is_refusal(request.path, response.status_code):
+        return response
+    if refusal is not None:
+        code, message = refusal
+    else:
         body = response.get_json(silent=True) or {}
         error = body.get("error") or {}
         if not isinstance(error, dict):  # OAuth's own shape (RFC 6749): {"error": "invalid_client", ...}
             error = {"code": error, "message": body.get("error_description", "")}
-        try:
-            audit.record_refusal(
-                transport=_transport(request.path),
-                error_code=str(error.get("code", "unauthorized")),
-                # The path without its query string: a token wrongly put in the URL stays out of the row.
-                message=f"{request.method} {request.path[:200]}: {error.get('message', 'unauthorized')}",
-            )
-        except PeeweeException as failure:
-            log.error("could not audit a refused request (%s)", type(failure).__name__)
+        code, message = str(error.get("code") or f"http_{response.status_code}"), str(error.get("message", "refused"))
+    try:
+        audit.record_refusal(
+            transport=_transport(request.path),
+            error_code=code,
+            # The path without its query string: a token wrongly put in the URL stays out of the row.
+            message=f"{request.method} {request.path[:200]}: {message}",
+        )
+    except PeeweeException as failure:
+        log.error("could not audit a refused request (%s)", type(failure).__name__)
     return response
 
 
@@ -62,11 +88,9 @@ def audit_refused_credentials(response):
 def list_commands():
     """The newest audit rows: `?limit=50&machine=laptop`."""
     require_owner()
-    raw = request.args.get("limit", "50")
-    if not raw.isdigit() or not 1 <= int(raw) <= 1000:
-        raise errors.BadRequest(f"limit must be a whole number from 1 to 1000, got {raw!r}", code="invalid_limit")
+    limit = query_int("limit", 50, minimum=1, maximum=1000, code="invalid_limit")
     machine = request.args.get("machine") or None
-    return json_response({"tool_calls": audit.recent(limit=int(raw), machine=machine)})
+    return json_response({"tool_calls": audit.recent(limit=limit, machine=machine)})
 
 
 @bp.post("/api/machines/<name>/revoke")

@@ -61,6 +61,8 @@ class Config:
     auth_failures_per_minute: int = 20
     # OAuth client registrations (unauthenticated by nature) per client address per hour.
     client_registrations_per_hour: int = 60
+    # ... and from every address together (an IPv6 address counts as its /64).
+    client_registrations_total_per_hour: int = 600
     # The durable relay (web/relay/relay.py). A tool call waits at most this long, then answers with the
     # command's id, state and output so far (clients cap a call at ~60 s).
     tool_wait_seconds: float = 25.0
@@ -116,6 +118,9 @@ class Config:
             ),
             client_registrations_per_hour=int(
                 _number(env, "CLIENT_REGISTRATIONS_PER_HOUR", cls.client_registrations_per_hour)
+            ),
+            client_registrations_total_per_hour=int(
+                _number(env, "CLIENT_REGISTRATIONS_TOTAL_PER_HOUR", cls.client_registrations_total_per_hour)
             ),
             max_queued_per_machine=int(_number(env, "MAX_QUEUED_PER_MACHINE", cls.max_queued_per_machine)),
             tool_wait_seconds=_number(env, "TOOL_WAIT_SECONDS", cls.tool_wait_seconds),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from typing import Any
 
 from flask import Flask, Response, current_app, request
@@ -56,6 +57,34 @@ def require_owner() -> str:
     return services().credentials.owner(
         request.headers.get("Authorization"), resource=public_origin() + "/", address=request.remote_addr
     )
+
+
+# Query numbers in ASCII digits only: str.isdigit() and float() also take '²', '٣' or '1_0', and int('²')
+# raised a ValueError that became a 500.
+ASCII_WHOLE = re.compile(r"[0-9]{1,18}")
+ASCII_DECIMAL = re.compile(r"[0-9]{1,18}(?:\.[0-9]{0,9})?")
+
+
+def query_int(name: str, default: int, *, minimum: int, maximum: int | None = None, code: str) -> int:
+    """A whole-number query parameter in ASCII digits, within bounds (clamped to `maximum` when
+    `code` is not strict about it), or a precise 400."""
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    bounds = f"from {minimum}" + (f" to {maximum}" if maximum is not None else "")
+    if not ASCII_WHOLE.fullmatch(raw) or int(raw) < minimum or (maximum is not None and int(raw) > maximum):
+        raise errors.BadRequest(f"{name} must be a whole number {bounds} in ASCII digits, got {raw[:40]!r}", code=code)
+    return int(raw)
+
+
+def query_seconds(name: str, default: float, *, maximum: float, code: str) -> float:
+    """A duration query parameter in ASCII digits (e.g. `25` or `0.5`), capped at `maximum`."""
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    if not ASCII_DECIMAL.fullmatch(raw):
+        raise errors.BadRequest(f"{name} must be a number of seconds in ASCII digits (e.g. 25 or 0.5), got {raw[:40]!r}", code=code)
+    return min(float(raw), maximum)
 
 
 def read_json(max_bytes: int) -> Any:
@@ -123,4 +152,4 @@ def install_error_handlers(app: Flask) -> None:
         return error_response(errors.CodeRemoteError("internal error; see the server log"))
 
 
-__all__ = ["Unauthorized", "compact_json_response", "error_response", "json_response", "public_origin", "read_json", "require_owner", "services"]
+__all__ = ["Unauthorized", "compact_json_response", "error_response", "json_response", "public_origin", "query_int", "query_seconds", "read_json", "require_owner", "services"]

@@ -257,7 +257,9 @@ class OAuthClient(BaseModel):
     # "none" for public clients (PKCE alone); otherwise the SHA-256 of the issued client secret.
     token_endpoint_auth_method = CharField(max_length=32, default="none")
     secret_hash = CharField(max_length=64, null=True)
-    created_at = DoubleField(default=now)
+    created_at = DoubleField(default=now, index=True)
+    # First approved consent; a client still unused a day after registering is purged.
+    used_at = DoubleField(null=True)
 
     class Meta:
         table_name = "oauth_client"

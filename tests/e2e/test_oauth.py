@@ -4,6 +4,7 @@ PKCE, consent, token, refresh) then tool calls, and each misuse failing with its
 from __future__ import annotations
 
 import contextlib
+import html
 import json
 import subprocess
 import time
@@ -160,7 +161,7 @@ def test_deny_sends_access_denied_back(server):
     client_id = _register(server).json()["client_id"]
     _, challenge = pkce_pair()
     params = redirect_params(answer_consent(_authorize_url(server, client_id, challenge), "", decision="deny"))
-    assert params == {"error": "access_denied", "error_description": "the owner declined", "state": "st4te"}
+    assert params == {"error": "access_denied", "error_description": "the owner declined", "state": "st4te", "iss": server.url}
 
 
 def test_unregistered_redirect_uri_is_shown_not_followed(server):
@@ -313,3 +314,70 @@ def test_a_loopback_redirect_may_use_any_port_but_nothing_else_may_differ(server
     for changed in ("http://127.0.0.1:50123/other", "http://localhost:33418/callback", "https://127.0.0.1:33418/callback"):
         page = requests.get(_authorize_url(server, client_id, challenge, redirect_uri=changed), allow_redirects=False, timeout=5)
         assert page.status_code == 400 and "Location" not in page.headers, changed
+
+
+REGISTERED_LOOPBACK = "http://127.0.0.1:5555/cb"
+
+
+@pytest.mark.parametrize(
+    ("variant", "reason"),
+    [
+        ("http://127.0.0.1:5555/cb#x", "fragment"),
+        ("http://127.0.0.1:5555/cb#", "fragment"),
+        ("http://evil.example@127.0.0.1:5555/cb", "userinfo"),
+        ("http://127.0.0.1:5555@evil.example/cb", "userinfo"),
+        ("http://user:pw@127.0.0.1:5555/cb", "userinfo"),
+        ("http://127.0.0.1:5555\\@evil.example/cb", "backslash"),
+        ("http:\\\\127.0.0.1:5555/cb", "backslash"),
+        ("http://127.0.0.1:5555/cb\\..\\x", "backslash"),
+        ("http://127.0.0.1:5555/x/../cb", "'..'"),
+        ("http://127.0.0.1:5555/./cb", "'.'"),
+        ("http://127.0.0.1:5555/%2e%2e/cb", "percent-encode"),
+        ("http://127.0.0.1:5555/x%2Fcb", "percent-encode"),
+        ("http://127.0.0.1.:5555/cb", "plain host"),
+        ("http://127.0.0.%31:5555/cb", "plain host"),
+        ("http://127.0.0.1:05555/cb", "port"),
+        ("http://127.0.0.1:\uff15\uff15\uff15\uff15/cb", "ASCII"),
+        ("HTTP://127.0.0.1:5555/cb", "not one this client registered"),
+        ("http://LOCALHOST:5555/cb", "not one this client registered"),
+        ("http://127.1:5555/cb", "not one this client registered"),
+        ("http://[::1]:5555/cb", "not one this client registered"),
+        ("http://127.0.0.1:5555/CB", "not one this client registered"),
+        ("http://127.0.0.1:5555/cb/", "not one this client registered"),
+        ("http://127.0.0.1:5555/cb?", "not one this client registered"),
+        ("http://127.0.0.1:5555/cb?x=1", "not one this client registered"),
+        ("http://127.0.0.1:5555//cb", "not one this client registered"),
+        ("http://127.0.0.1:5555/cb%20", "not one this client registered"),
+        ("https://127.0.0.1:5555/cb", "not one this client registered"),
+    ],
+)
+def test_a_loopback_redirect_variant_is_refused_on_a_page_and_audited(server, variant, reason):
+    client_id = _register(server, (REGISTERED_LOOPBACK,)).json()["client_id"]
+    _, challenge = pkce_pair()
+    page = requests.get(_authorize_url(server, client_id, challenge, redirect_uri=variant), allow_redirects=False, timeout=5)
+    assert page.status_code == 400 and "Location" not in page.headers, variant
+    assert reason in html.unescape(page.text), page.text
+    rows = [r for r in server.audit(limit=20) if r["error_code"] == "invalid_redirect_uri" and r["message"].startswith("GET /authorize")]
+    assert rows and reason in rows[0]["message"]
+
+
+@pytest.mark.parametrize(
+    "uri",
+    ["http://evil.example@127.0.0.1:5555/cb", "https://claude.ai\\@evil.example/cb", "https://claude.ai./cb",
+     "https://claude.ai/a/../cb", "http://127.0.0.1:0/cb", "https://claude.ai/%2e%2e/cb"],
+)
+def test_registration_refuses_redirect_uris_that_could_read_two_ways(server, uri):
+    response = _register(server, (uri,))
+    assert response.status_code == 400 and response.json()["error"] == "invalid_redirect_uri", uri
+
+
+def test_the_authorization_response_names_the_issuer(server):
+    assert requests.get(server.url + "/.well-known/oauth-authorization-server", timeout=5).json()[
+        "authorization_response_iss_parameter_supported"
+    ] is True
+    client_id = _register(server).json()["client_id"]
+    _, challenge = pkce_pair()
+    granted = redirect_params(answer_consent(_authorize_url(server, client_id, challenge), server.token))
+    assert granted["iss"] == server.url and granted["code"]
+    refused = redirect_params(requests.get(_authorize_url(server, client_id, challenge, response_type="token"), allow_redirects=False, timeout=5))
+    assert refused["iss"] == server.url and refused["error"] == "unsupported_response_type" and refused["state"] == "st4te"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from web.models import OAuthGrant, db
+from web.models import OAuthClient, OAuthGrant, db
 from web.oauth.store import OAuthError, digest, pkce_matches
 
 RESOURCE = "http://127.0.0.1:8000/"
@@ -66,3 +66,24 @@ def test_a_consent_purges_grants_expired_over_a_day_ago(store, client):
     with db.connection_context():
         assert OAuthGrant.select().where(OAuthGrant.expires_at == 1.0).count() == 0
         assert OAuthGrant.select().count() == 3  # the new code, access and refresh tokens
+
+
+def test_a_registration_purges_clients_never_used_a_day_after_registering(store, client):
+    unused = store.register({"client_name": "never used", "redirect_uris": ["http://127.0.0.1:9/cb"]})["client_id"]
+    _tokens(store, client)  # an approved consent: `client` is used
+    day_and_a_bit = 24 * 3600 + 60
+    with db.connection_context():
+        OAuthClient.update(created_at=OAuthClient.created_at - day_and_a_bit).execute()
+    store.register({"client_name": "newcomer", "redirect_uris": ["http://127.0.0.1:9/cb"]})
+    with pytest.raises(OAuthError) as caught:
+        store.client(unused)
+    assert caught.value.error == "invalid_client"
+    assert store.client(client.client_id).used_at is not None
+
+
+def test_a_young_unused_client_is_kept(store):
+    young = store.register({"client_name": "young", "redirect_uris": ["http://127.0.0.1:9/cb"]})["client_id"]
+    with db.connection_context():
+        OAuthClient.update(created_at=OAuthClient.created_at - 23 * 3600).execute()
+    store.register({"client_name": "newcomer", "redirect_uris": ["http://127.0.0.1:9/cb"]})
+    assert store.client(young).client_id == young

@@ -82,6 +82,6 @@ class Replays:
         """The stream a `Last-Event-ID` names and the number of the last message the client has."""
         stream, _, number = last_event_id.strip().partition("/")
         replay = self._kept.get(stream)
-        if replay is None or not number.isdigit():
+        if replay is None or not (number.isascii() and number.isdigit()):
             return None
         return replay, int(number)

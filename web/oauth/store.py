@@ -14,11 +14,13 @@ import base64
 import hashlib
 import hmac
 import ipaddress
+import re
 import secrets
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from web import errors
 from web.models import OAuthClient, OAuthGrant, atomic_write, db, now
 
 SCOPE = "mcp"
@@ -70,12 +72,11 @@ def check_redirect_uri(uri: Any) -> str:
     """Accept https anywhere, http on loopback only (RFC 8252) and private-use app schemes."""
     if not isinstance(uri, str) or not uri or len(uri) > MAX_URI_CHARS:
         raise OAuthError("invalid_redirect_uri", f"a redirect URI must be a string of 1-{MAX_URI_CHARS} characters")
-    if any(ord(c) < 33 or ord(c) == 127 for c in uri):
-        raise OAuthError("invalid_redirect_uri", "a redirect URI must not contain spaces or control characters")
+    problem = redirect_problem(uri)
+    if problem:
+        raise OAuthError("invalid_redirect_uri", f"{uri!r}: {problem}")
     parts = urlsplit(uri)
     scheme = parts.scheme.lower()
-    if parts.fragment or "#" in uri:
-        raise OAuthError("invalid_redirect_uri", f"{uri!r} has a fragment, which redirect URIs may not have")
     if scheme == "https" and parts.hostname:
         return uri
     if scheme == "http" and parts.hostname and is_loopback_host(parts.hostname):
@@ -87,23 +88,69 @@ def check_redirect_uri(uri: Any) -> str:
     raise OAuthError("invalid_redirect_uri", f"{uri!r}: use https, http://127.0.0.1 or an app's reverse-domain scheme")
 
 
+# Percent-encoded forms a browser or a client library may turn into a path separator or a dot segment.
+ENCODED_SEPARATOR = re.compile(r"%(2f|5c|2e)", re.IGNORECASE)
+
+
+def redirect_problem(uri: str) -> str | None:
+    """What makes `uri` unfit as a redirect target, or None. Each of these once let a code land
+    somewhere other than where the client asked (RFC 9700 §4.1): a fragment, userinfo that reads as a
+    host to a person (`http://evil.example@127.0.0.1/`), a backslash that some parsers take for a
+    slash, dot segments and their encodings, a host with a trailing dot or escapes, a port that is not
+    plain ASCII digits."""
+    if any(ord(c) < 33 or ord(c) == 127 for c in uri):
+        return "a redirect URI must not contain spaces or control characters"
+    if not uri.isascii():
+        return "a redirect URI must be ASCII (percent-encode anything else)"
+    if "#" in uri:
+        return "a redirect URI may not have a fragment"
+    if "\\" in uri:
+        return "a redirect URI may not contain a backslash"
+    parts = urlsplit(uri)
+    if "@" in parts.netloc:
+        return "a redirect URI may not carry userinfo (user@host)"
+    if parts.netloc:  # an app's private-use scheme (com.example.app:/cb) may have none
+        host, port = _host_and_port(parts.netloc)
+        if not host or host.endswith(".") or "%" in host or ".." in host:
+            return f"{host!r} is not a plain host name"
+        if port is not None and not (port.isdigit() and not port.startswith("0") and 0 < int(port) < 65536):
+            return f"port {port!r} must be a number from 1 to 65535 in ASCII digits"
+    if ENCODED_SEPARATOR.search(parts.path):
+        return "a redirect URI's path may not percent-encode '/', '\\' or '.'"
+    if any(segment in (".", "..") for segment in parts.path.split("/")):
+        return "a redirect URI's path may not contain '.' or '..' segments"
+    return None
+
+
+def _host_and_port(netloc: str) -> tuple[str, str | None]:
+    """The host exactly as written (IPv6 in brackets) and the port text (None when absent)."""
+    if netloc.startswith("["):
+        host, _, rest = netloc.partition("]")
+        return host + "]", rest[1:] if rest.startswith(":") else (None if not rest else rest)
+    host, colon, port = netloc.rpartition(":")
+    return (host, port) if colon else (netloc, None)
+
+
 def redirect_registered(uri: str, registered: list[str]) -> bool:
-    """Exact match, except that a loopback http redirect may use any port (RFC 8252 §7.3): native
-    apps listen on whichever port is free when the person signs in."""
+    """Whether `uri` is one the client registered: the same string, except that a loopback http
+    redirect may use any port (RFC 8252 §7.3), since native apps listen on whichever port is free.
+    Everything else is compared as written (scheme, host, path, query), so no case, encoding or
+    dot-segment variant of a registered URI matches it."""
+    if redirect_problem(uri):
+        return False
     if uri in registered:
         return True
     parts = urlsplit(uri)
-    if parts.scheme != "http" or not parts.hostname or not is_loopback_host(parts.hostname):
+    if not uri.startswith("http://") or not parts.hostname or not is_loopback_host(parts.hostname):
         return False
-    try:
-        parts.port
-    except ValueError:
-        return False
-    for candidate in registered:
-        other = urlsplit(candidate)
-        if other.scheme == "http" and (other.hostname, other.path, other.query) == (parts.hostname, parts.path, parts.query):
-            return True
-    return False
+    wanted = _without_port(uri)
+    return any(candidate.startswith("http://") and _without_port(candidate) == wanted for candidate in registered)
+
+
+def _without_port(uri: str) -> tuple[str, str]:
+    """An http URI as (host as written, everything after the authority as written)."""
+    netloc = urlsplit(uri).netloc
+    return _host_and_port(netloc)[0], uri[len("http://") + len(netloc) :]
 
 
 def pkce_matches(verifier: str, challenge: str) -> bool:
@@ -112,8 +159,9 @@ def pkce_matches(verifier: str, challenge: str) -> bool:
 
 
 class OAuthStore:
-    def __init__(self, *, code_seconds: int, access_seconds: int, refresh_seconds: int) -> None:
+    def __init__(self, *, code_seconds: int, access_seconds: int, refresh_seconds: int, registrations_per_hour_total: int = 600) -> None:
         self.code_seconds, self.access_seconds, self.refresh_seconds = code_seconds, access_seconds, refresh_seconds
+        self.registrations_per_hour_total = registrations_per_hour_total
 
     # --- clients ------------------------------------------------------------------------------
 
@@ -136,7 +184,9 @@ class OAuthStore:
             raise OAuthError("invalid_client_metadata", "grant_types may only be authorization_code and refresh_token")
         client_id = secrets.token_urlsafe(18)
         secret = secrets.token_urlsafe(32) if method != "none" else None
-        with db.connection_context():
+        with db.connection_context(), atomic_write():
+            self._purge_unused_clients()
+            self._check_total(OAuthClient.select().where(OAuthClient.created_at > now() - 3600).count())
             client = OAuthClient.create(
                 client_id=client_id,
                 client_name="".join(c for c in name if c.isprintable())[:200],
@@ -157,6 +207,23 @@ class OAuthStore:
         if secret:
             response |= {"client_secret": secret, "client_secret_expires_at": 0}
         return response
+
+    def _purge_unused_clients(self) -> None:
+        """Delete clients registered over a day ago and never used (no approved consent)."""
+        OAuthClient.delete().where(
+            (OAuthClient.created_at < now() - PURGE_AFTER_SECONDS) & OAuthClient.used_at.is_null()
+        ).execute()
+
+    def _check_total(self, last_hour: int) -> None:
+        """The cap on registrations from everywhere together, counted in the database so every server
+        process shares it: per-address limits alone let many addresses fill the table."""
+        if last_hour >= self.registrations_per_hour_total:
+            raise errors.TooManyRequests(
+                f"this server takes at most {self.registrations_per_hour_total} client registrations an hour from "
+                "everywhere (CLIENT_REGISTRATIONS_TOTAL_PER_HOUR); try again later. Registered clients keep working.",
+                retry_after_seconds=600,
+                code="too_many_registrations",
+            )
 
     def client(self, client_id: Any) -> OAuthClient:
         if not isinstance(client_id, str) or not client_id or len(client_id) > 64:
@@ -182,6 +249,7 @@ class OAuthStore:
         with db.connection_context():
             # Each consent clears out what expired more than a day ago, so the table stays small.
             OAuthGrant.delete().where(OAuthGrant.expires_at < now() - PURGE_AFTER_SECONDS).execute()
+            OAuthClient.update(used_at=now()).where((OAuthClient.client_id == client.client_id) & OAuthClient.used_at.is_null()).execute()
             OAuthGrant.create(
                 token_hash=digest(code),
                 kind="code",
@@ -213,11 +281,9 @@ class OAuthStore:
     def _spend_code(self, grant, client, redirect_uri, verifier, resource) -> dict[str, Any] | OAuthError:
         if grant is None or grant.client_id != client.client_id:
             return OAuthError("invalid_grant", "unknown authorization code")
-        if grant.used_at is not None:
+        if not self._spend(grant):
             self._revoke_family(grant.family)
             return OAuthError("invalid_grant", "authorization code was already used; its tokens are revoked")
-        grant.used_at = now()
-        grant.save()
         if grant.expires_at < now():
             return OAuthError("invalid_grant", "authorization code expired: authorize again")
         if redirect_uri != grant.redirect_uri:
@@ -251,9 +317,26 @@ class OAuthStore:
             return OAuthError("invalid_grant", "refresh token expired: authorize again")
         if resource != grant.resource:
             return OAuthError("invalid_target", "resource does not match the one authorized")
-        grant.used_at = now()
-        grant.save()
+        if not self._spend(grant):
+            self._revoke_family(grant.family)
+            return OAuthError("invalid_grant", "refresh token was already used; every token of this grant is revoked")
         return self._issue_tokens(grant)
+
+    @staticmethod
+    def _spend(grant: OAuthGrant) -> bool:
+        """Mark a code or refresh token used; False when it already was.
+
+        One conditional UPDATE, judged by its row count: the row read before may be stale. On
+        PostgreSQL (READ COMMITTED) two concurrent requests both read `used_at IS NULL`; the second
+        UPDATE waits for the first to commit, re-checks the condition and changes nothing. A read
+        followed by an unconditional save let both spend one refresh token (10 of 10 races).
+        """
+        spent = (
+            OAuthGrant.update(used_at=now())
+            .where((OAuthGrant.token_hash == grant.token_hash) & OAuthGrant.used_at.is_null())
+            .execute()
+        )
+        return spent == 1
 
     def revoke(self, client: OAuthClient, token: Any) -> None:
         """RFC 7009: revoke a token and its family; unknown tokens are not an error."""

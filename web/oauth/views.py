@@ -21,15 +21,15 @@ import re
 from typing import Any
 from urllib.parse import unquote, urlencode, urlsplit
 
-from flask import Blueprint, Response, redirect, render_template, request
+from flask import Blueprint, Response, g, redirect, render_template, request
 
 from web.http import json_response, public_origin, read_json, services
-from web.oauth.store import SCOPE, OAuthError, redirect_registered
+from web.oauth.store import SCOPE, OAuthError, redirect_problem, redirect_registered
 
 log = logging.getLogger(__name__)
 bp = Blueprint("oauth", __name__)
 
-CHALLENGE = re.compile(r"^[A-Za-z0-9_-]{43}$")
+CHALLENGE = re.compile(r"[A-Za-z0-9_-]{43}")
 MAX_STATE_CHARS = 1024
 MAX_FORM_BYTES = 16 * 1024
 AUTH_PARAMS = ("response_type", "client_id", "redirect_uri", "state", "code_challenge", "code_challenge_method", "resource", "scope")
@@ -102,6 +102,7 @@ def authorization_server_metadata(_rest: str = ""):
             "code_challenge_methods_supported": ["S256"],
             "token_endpoint_auth_methods_supported": ["none", "client_secret_post", "client_secret_basic"],
             "revocation_endpoint_auth_methods_supported": ["none", "client_secret_post", "client_secret_basic"],
+            "authorization_response_iss_parameter_supported": True,
         }
     )
 
@@ -123,6 +124,10 @@ def register_client():
 class PageError(Exception):
     """An authorization request too broken to redirect back: shown to the person instead."""
 
+    def __init__(self, message: str, code: str = "invalid_request") -> None:
+        super().__init__(message)
+        self.code = code
+
 
 def _check_request(params: dict[str, str]) -> tuple[Any, str]:
     """Validate an authorization request; return (client, canonical resource) or raise.
@@ -133,15 +138,22 @@ def _check_request(params: dict[str, str]) -> tuple[Any, str]:
     try:
         client = svc.oauth.client(params.get("client_id"))
     except OAuthError as error:
-        raise PageError(error.description) from None
+        raise PageError(error.description, error.error) from None
     redirect_uri = params.get("redirect_uri", "")
+    problem = redirect_problem(redirect_uri)
+    if problem:
+        raise PageError(f"redirect_uri {redirect_uri[:200]!r} was refused: {problem}", "invalid_redirect_uri")
     if not redirect_registered(redirect_uri, client.redirect_uris):
-        raise PageError("redirect_uri is not one this client registered; the request was not sent back to it")
+        raise PageError(
+            "redirect_uri is not one this client registered (only a loopback http redirect's port may differ); "
+            "the request was not sent back to it",
+            "invalid_redirect_uri",
+        )
     if len(params.get("state", "")) > MAX_STATE_CHARS:
         raise OAuthError("invalid_request", f"state is longer than {MAX_STATE_CHARS} characters")
     if params.get("response_type") != "code":
         raise OAuthError("unsupported_response_type", "only response_type=code is supported")
-    if params.get("code_challenge_method") != "S256" or not CHALLENGE.match(params.get("code_challenge", "")):
+    if params.get("code_challenge_method") != "S256" or not CHALLENGE.fullmatch(params.get("code_challenge", "")):
         raise OAuthError("invalid_request", "PKCE is required: send code_challenge (43 characters) with code_challenge_method=S256")
     return client, canonical_resource(params.get("resource"))
 
@@ -158,6 +170,11 @@ def canonical_resource(requested: str | None) -> str:
 
 
 def _redirect_back(redirect_uri: str, params: dict[str, str]) -> Response:
+    """Send the authorization response to the client's redirect URI, naming this issuer (RFC 9207),
+    so a client talking to several servers can tell which one answered (mix-up attacks)."""
+    params = params | {"iss": public_origin()}
+    if "error" in params:
+        g.refusal = (params["error"], params.get("error_description", ""))
     separator = "&" if urlsplit(redirect_uri).query else "?"
     response = redirect(redirect_uri + separator + urlencode(params), code=302)
     response.headers.update({"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"})
@@ -172,11 +189,13 @@ def _page(template: str, status: int = 200, **context: Any) -> Response:
 def authorize():
     source = request.args if request.method == "GET" else request.form
     if request.method == "POST" and (request.content_length or 0) > MAX_FORM_BYTES:
+        g.refusal = ("invalid_request", f"the consent form is over {MAX_FORM_BYTES} bytes")
         return _page("oauth_error.html", 413, message="the form is too large")
     params = {name: source.get(name, "") for name in AUTH_PARAMS}
     try:
         client, canonical = _check_request(params)
     except PageError as error:
+        g.refusal = (error.code, str(error))
         return _page("oauth_error.html", 400, message=str(error))
     except OAuthError as error:
         return _redirect_back(params["redirect_uri"], {"error": error.error, "error_description": error.description, "state": params["state"]})
@@ -186,6 +205,7 @@ def authorize():
         return _redirect_back(params["redirect_uri"], {"error": "access_denied", "error_description": "the owner declined", "state": params["state"]})
     svc = services()
     if not svc.credentials.owner_secret(request.form.get("owner_secret", ""), address=request.remote_addr):
+        g.refusal = ("invalid_owner_secret", "the consent page was sent a wrong owner secret")
         return _consent(client, params, canonical, error="That is not the owner secret (AUTH_TOKEN) of this server.", status=401)
     code = svc.oauth.issue_code(
         client, redirect_uri=params["redirect_uri"], code_challenge=params["code_challenge"], resource=canonical, scope=SCOPE

@@ -6,7 +6,9 @@ The client address is the right-most `X-Forwarded-For` entry that a trusted prox
 appended; anything to its left came from the client and may be forged. With 0 hops the header is
 ignored and the socket's peer address is used. werkzeug's ProxyFix implements exactly this rule.
 
-Failed authentication is counted per client address over a sliding minute. Past the limit a failed
+Failed authentication is counted per client address over a sliding minute. An IPv6 address counts
+as its /64: one subscriber or one cloud host usually holds a whole /64, and would otherwise have 2^64
+addresses to spread attempts over. Past the limit a failed
 attempt is answered 429 with `Retry-After` instead of 401, but a correct credential is always checked
 first and always passes, so an attacker hammering from the owner's address cannot lock the owner out.
 """
@@ -48,7 +50,7 @@ class Throttle:
 
     def hit(self, address: str | None) -> None:
         """Count one more for `address`; raise TooManyRequests once it is over its limit."""
-        address = address or "unknown"
+        address = counted_as(address)
         t = time.monotonic()
         with self._lock:
             times = self._failures.pop(address, None) or collections.deque()
@@ -66,6 +68,19 @@ class Throttle:
                 retry_after_seconds=max(1, retry_after),
                 code=self.code,
             )
+
+
+def counted_as(address: str | None) -> str:
+    """The key a throttle counts `address` under: IPv4 as is, IPv6 by its /64 (IPv4-mapped: as IPv4)."""
+    try:
+        ip = ipaddress.ip_address((address or "").split("%", 1)[0])
+    except ValueError:
+        return address or "unknown"
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    if ip.version == 6:
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)
 
 
 def address_allowed(address: str | None, networks: tuple[str, ...]) -> bool:
