@@ -19,6 +19,9 @@ RUN pip install -r requirements.txt
 COPY wsgi.py gunicorn.conf.py Procfile ./
 COPY web ./web
 COPY migrations ./migrations
+COPY scripts/start-server ./scripts/start-server
+# Tailscale's static binaries, used only when TAILSCALE_AUTHKEY is set (scripts/start-server).
+COPY --from=docker.io/tailscale/tailscale:stable /usr/local/bin/tailscaled /usr/local/bin/tailscale /usr/local/bin/
 
 RUN useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin coderemote \
     && mkdir -p /data && chown coderemote /data
@@ -29,5 +32,6 @@ EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health' % os.environ.get('PORT', '8000'), timeout=4)"]
 
-# Migrations first (forward-only, recorded in the database), then the server, as the Procfile does.
-CMD ["sh", "-c", "python -m migrations && exec gunicorn -c gunicorn.conf.py wsgi:app"]
+# Joins a tailnet when TAILSCALE_AUTHKEY is set, then runs the Procfile's web line: migrations first
+# (forward-only, recorded in the database), then the server.
+CMD ["scripts/start-server"]
