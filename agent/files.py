@@ -152,6 +152,31 @@ def read_file(policy: PathPolicy, path: str, *, max_bytes: int, offset: int | No
     return {"path": real, "size": len(data), "content": content}
 
 
+MAX_FILES_AT_ONCE = 50
+
+
+def read_multiple_files(policy: PathPolicy, paths: list[str], *, max_bytes: int) -> dict[str, Any]:
+    """Several text files in one answer, sharing `max_bytes`; one that cannot be read gets its error
+    and does not stop the others."""
+    if not isinstance(paths, list) or not paths or not all(isinstance(p, str) for p in paths):
+        raise OperationError("invalid_arguments", "paths must be a non-empty list of strings")
+    if len(paths) > MAX_FILES_AT_ONCE:
+        raise OperationError("invalid_arguments", f"at most {MAX_FILES_AT_ONCE} paths at once, got {len(paths)}")
+    answers, left = [], max_bytes
+    for path in paths:
+        try:
+            if left <= 0:
+                raise OperationError("budget_spent", f"not read: the {max_bytes}-byte answer budget is spent; read it on its own")
+            answer = read_file(policy, path, max_bytes=left)
+            left -= len(answer["content"].encode("utf-8", "surrogatepass"))
+        except OperationError as error:
+            answer = {"path": path, "error": {"code": error.code, "message": error.message}}
+        except OSError as error:
+            answer = {"path": path, "error": {"code": "io_error", "message": f"{error.strerror}: {path}"}}
+        answers.append(answer)
+    return {"files": answers, "read": sum("error" not in a for a in answers), "failed": sum("error" in a for a in answers)}
+
+
 MAGIC = (
     (b"\x7fELF", "ELF executable"), (b"\x89PNG", "PNG image"), (b"\xff\xd8\xff", "JPEG image"), (b"GIF8", "GIF image"),
     (b"%PDF", "PDF document"), (b"PK\x03\x04", "zip archive"), (b"\x1f\x8b", "gzip data"), (b"SQLite format 3", "SQLite database"),

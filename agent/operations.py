@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
-from agent import edit, files, shell, writing
+from agent import edit, fileops, files, shell, writing
 from agent import policy as owner_policy
 from agent.config import AgentConfig
 from agent.errors import OperationError
 from agent.masking import Secrets
 
 MAX_WRITE_BYTES = 10 * 1024 * 1024
+# The file tools whose call is only their arguments: tool -> run(policy, arguments, config).
+FILE_OPERATIONS: dict[str, Callable[[files.PathPolicy, dict[str, Any], AgentConfig], dict[str, Any]]] = {
+    "move_file": lambda p, a, c: fileops.move_file(p, a["source"], a["destination"], overwrite=bool(a.get("overwrite"))),
+    "copy_file": lambda p, a, c: fileops.copy_file(p, a["source"], a["destination"], overwrite=bool(a.get("overwrite"))),
+    "make_directory": lambda p, a, c: fileops.make_directory(p, a["path"]),
+    "delete_path": lambda p, a, c: fileops.delete_path(p, a["path"], recursive=bool(a.get("recursive"))),
+    "get_file_info": lambda p, a, c: fileops.get_file_info(p, a["path"]),
+    "read_multiple_files": lambda p, a, c: files.read_multiple_files(p, a["paths"], max_bytes=c.max_read_bytes),
+}
 
 
 def perform(
@@ -51,6 +61,8 @@ def perform(
         return edit.edit_file(policy, arguments["path"], arguments["edits"], dry_run=bool(arguments.get("dry_run", False)))
     if tool == "list_directory":
         return files.list_directory(policy, arguments["path"])
+    if tool in FILE_OPERATIONS:
+        return FILE_OPERATIONS[tool](policy, arguments, config)
     raise OperationError("unknown_tool", f"this agent does not know the tool {tool!r}; upgrade it")
 
 

@@ -27,9 +27,12 @@ from typing import Any
 
 from agent.errors import OperationError
 
-ALL_TOOLS = ("run_shell_command", "read_file", "write_file", "list_directory", "edit_file")
+ALL_TOOLS = (
+    "run_shell_command", "read_file", "write_file", "list_directory", "edit_file", "move_file", "copy_file",
+    "make_directory", "delete_path", "get_file_info", "read_multiple_files",
+)
 # The tools that change nothing: the only ones READ_ONLY leaves on.
-READ_ONLY_TOOLS = frozenset({"read_file", "list_directory"})
+READ_ONLY_TOOLS = frozenset({"read_file", "list_directory", "get_file_info", "read_multiple_files"})
 # Relative to the home folder. Credentials that would let a caller become the user elsewhere.
 DEFAULT_DENY = (
     ".ssh",

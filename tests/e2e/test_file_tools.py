@@ -45,7 +45,7 @@ def ro(server, tmp_path_factory) -> Agent:
 @pytest.fixture(scope="module")
 def locked(server, tmp_path_factory) -> Agent:
     workdir = tmp_path_factory.mktemp("locked")
-    env = {"DISABLED_TOOLS": "edit_file", "DENY_PATHS": str(workdir / "home-locked" / "private")}
+    env = {"DISABLED_TOOLS": "edit_file,delete_path", "DENY_PATHS": str(workdir / "home-locked" / "private")}
     agent = Agent(server, workdir, "locked", env=env).start()
     yield agent
     agent.stop()
@@ -216,3 +216,75 @@ def test_the_new_tools_are_listed_with_true_annotations_and_output_schemas(serve
         assert len(json.dumps(list(tools.values()))) < 24 * 1024
 
     scenario(server, "http", body)
+
+
+# --- file operations -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_file_operations_move_copy_make_delete_describe_and_read_many(server, box, transport):
+    base = box.scratch / f"ops-{transport}"
+    base.mkdir()
+    (base / "a.txt").write_text("alpha\nbeta\n")
+    (base / "b.txt").write_text("bee\n")
+
+    async def body(call):
+        onto = await call("move_file", "box", source=str(base / "a.txt"), destination=str(base / "b.txt"))
+        assert onto["is_error"] and "already exists" in onto["text"] and "overwrite=true" in onto["text"]
+        made = await call("make_directory", "box", path=str(base / "sub" / "deeper"))
+        assert not made["is_error"] and len(made["structured"]["created"]) == 2
+        moved = await call("move_file", "box", source=str(base / "a.txt"), destination=str(base / "sub" / "a.txt"))
+        assert not moved["is_error"] and moved["structured"]["destination"] == str(base / "sub" / "a.txt")
+        copied = await call("copy_file", "box", source=str(base / "sub"), destination=str(base / "sub2"))
+        assert not copied["is_error"] and copied["structured"]["type"] == "directory"
+        info = await call("get_file_info", "box", path=str(base / "sub2" / "a.txt"))
+        assert info["structured"]["type"] == "file" and info["structured"]["line_count"] == 2 and info["structured"]["size"] == 11
+        many = await call("read_multiple_files", "box", paths=[str(base / "b.txt"), str(base / "nope"), str(base / "sub2" / "a.txt")])
+        assert [f.get("content") for f in many["structured"]["files"]] == ["bee\n", None, "alpha\nbeta\n"]
+        assert "=== " + str(base / "nope") + " [error] ===" in many["text"]
+        full = await call("delete_path", "box", path=str(base / "sub2"))
+        assert full["is_error"] and "recursive=true" in full["text"]
+        gone = await call("delete_path", "box", path=str(base / "sub2"), recursive=True)
+        assert not gone["is_error"] and gone["structured"]["removed_entries"] == 3
+        root = await call("delete_path", "box", path=str(box.scratch), recursive=True)
+        assert root["is_error"] and "allowed root" in root["text"]
+
+    scenario(server, transport, body)
+    assert (base / "sub" / "a.txt").read_text() == "alpha\nbeta\n" and not (base / "sub2").exists()
+    assert box.scratch.is_dir() and (base / "b.txt").read_text() == "bee\n"
+
+
+def test_file_operations_are_refused_by_policy_at_both_ends(server, box, ro, locked):
+    for agent in (box, ro, locked):
+        (agent.home / "ops.txt").write_text("o\n")
+    (locked.home / "private").mkdir(exist_ok=True)
+    (locked.home / "private" / "key.txt").write_text("k\n")
+
+    async def body(call):
+        for tool, arguments in (
+            ("move_file", {"source": "~/ops.txt", "destination": "~/ops2.txt"}),
+            ("copy_file", {"source": "~/ops.txt", "destination": "~/ops2.txt"}),
+            ("make_directory", {"path": "~/newdir"}),
+            ("delete_path", {"path": "~/ops.txt"}),
+        ):
+            answer = await call(tool, "ro", **arguments)
+            assert answer["is_error"] and "READ_ONLY" in answer["text"], tool
+        info = await call("get_file_info", "ro", path="~/ops.txt")
+        assert not info["is_error"] and info["structured"]["size"] == 2
+        for arguments in ({"source": "~/private/key.txt", "destination": "~/stolen.txt"}, {"source": "~/ops.txt", "destination": "~/private/planted.txt"}):
+            for tool in ("move_file", "copy_file"):
+                answer = await call(tool, "locked", **arguments)
+                assert answer["is_error"] and "deny-list" in answer["text"], (tool, arguments)
+        answer = await call("copy_file", "locked", source="~/ops.txt", destination="/tmp/code-remote-ops-copy")
+        assert answer["is_error"] and "outside the allowed roots" in answer["text"]
+        for tool, arguments in (("copy_file", {"source": "/etc/hostname", "destination": "~/h"}), ("move_file", {"source": "~/ops.txt", "destination": "/etc/ops"})):
+            answer = await call(tool, "box", **arguments)
+            assert answer["is_error"] and "outside the allowed roots" in answer["text"], tool
+        answer = await call("delete_path", "locked", path="~/ops.txt")
+        assert answer["is_error"] and "DISABLED_TOOLS" in answer["text"]
+        answer = await call("read_multiple_files", "locked", paths=["~/private/key.txt"])
+        assert "deny-list" in answer["structured"]["files"][0]["error"]["message"]
+
+    scenario(server, "sse", body)
+    assert (locked.home / "private" / "key.txt").read_text() == "k\n" and not (locked.home / "stolen.txt").exists()
+    assert not (locked.home / "private" / "planted.txt").exists() and (ro.home / "ops.txt").exists()

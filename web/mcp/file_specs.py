@@ -9,17 +9,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from web.mcp.result_schemas import RELAYED, RELAYED_REQUIRED
+from web.mcp.result_schemas import RELAYED_REQUIRED
 from web.mcp.spec import MACHINE_PROPERTY, ToolSpec
 
-PATH = {"type": "string", "description": "Absolute path, or relative to the home folder."}
+STRING, INTEGER, BOOLEAN = {"type": "string"}, {"type": "integer"}, {"type": "boolean"}
+# Paths are absolute or relative to the home folder, as read_file's schema says; not repeated here.
+PATH = STRING
 
 
 def result_schema(**properties: Any) -> dict[str, Any]:
-    return {"type": "object", "properties": {**RELAYED, **properties}, "required": RELAYED_REQUIRED}
-
-
-STRING, INTEGER, BOOLEAN = {"type": "string"}, {"type": "integer"}, {"type": "boolean"}
+    """The agent's result fields, beside the command's (web/mcp/result_schemas.RELAYED, without its
+    descriptions: every byte here is in every conversation)."""
+    command = {"command_id": STRING, "machine": STRING, "state": STRING, "message": STRING}
+    return {"type": "object", "properties": {**command, **properties}, "required": RELAYED_REQUIRED}
 NULLABLE_INTEGER = {"type": ["integer", "null"]}
 
 FILE_TOOLS = (
@@ -52,5 +54,73 @@ FILE_TOOLS = (
         title="Edit file",
         destructive=True,
         output=result_schema(path=STRING, replacements=INTEGER, dry_run=BOOLEAN, diff=STRING, checkpoint_id=STRING),
+    ),
+    ToolSpec(
+        "move_file",
+        "Move or rename a file, folder or symlink. An existing destination is refused unless overwrite "
+        "(a folder is never overwritten). Undo with undo_change.",
+        {"source": PATH, "destination": PATH, "overwrite": BOOLEAN, "machine": MACHINE_PROPERTY},
+        ("source", "destination"),
+        title="Move file",
+        destructive=True,
+        output=result_schema(source=STRING, destination=STRING, type=STRING, checkpoint_id=STRING),
+    ),
+    ToolSpec(
+        "copy_file",
+        "Copy a file or a folder (recursively). An existing destination is refused unless overwrite. "
+        "Undo with undo_change.",
+        {"source": PATH, "destination": PATH, "overwrite": BOOLEAN, "machine": MACHINE_PROPERTY},
+        ("source", "destination"),
+        title="Copy file",
+        destructive=True,
+        output=result_schema(source=STRING, destination=STRING, type=STRING, bytes_copied=INTEGER, checkpoint_id=STRING),
+    ),
+    ToolSpec(
+        "make_directory",
+        "Create a folder and any missing parents (an existing folder is fine).",
+        {"path": PATH, "machine": MACHINE_PROPERTY},
+        ("path",),
+        title="Make directory",
+        idempotent=True,
+        output=result_schema(path=STRING, created={"type": "array", "items": STRING}),
+    ),
+    ToolSpec(
+        "delete_path",
+        "Delete a file, a symlink (not its target) or an empty folder; a folder with content only with "
+        "recursive. Never an allowed root. Undo with undo_change.",
+        {"path": PATH, "recursive": BOOLEAN, "machine": MACHINE_PROPERTY},
+        ("path",),
+        title="Delete path",
+        destructive=True,
+        output=result_schema(path=STRING, type=STRING, removed_entries=INTEGER, checkpoint_id=STRING),
+    ),
+    ToolSpec(
+        "get_file_info",
+        "Describe a path: type, size, mode, owner, times, line count of a text file, symlink target.",
+        {"path": PATH, "machine": MACHINE_PROPERTY},
+        ("path",),
+        read_only=True,
+        title="File info",
+        output=result_schema(
+            path=STRING, type=STRING, size=INTEGER, mode=STRING, owner=STRING, group=STRING, modified_at=STRING,
+            line_count=INTEGER, symlink_target=STRING,
+        ),
+    ),
+    ToolSpec(
+        "read_multiple_files",
+        "Read several text files at once (up to 50); each answer is its content or its own error.",
+        {
+            "paths": {"type": "array", "items": PATH, "minItems": 1, "maxItems": 50},
+            "machine": MACHINE_PROPERTY,
+        },
+        ("paths",),
+        read_only=True,
+        title="Read files",
+        output=result_schema(
+            files={
+                "type": "array",
+                "items": {"type": "object", "properties": {"path": STRING, "content": STRING, "error": {"type": "object"}}},
+            }
+        ),
     ),
 )

@@ -9,7 +9,7 @@ import mcp_types
 
 MACHINE_PROPERTY = {
     "type": "string",
-    "description": "Name of the machine to act on. Optional when exactly one machine is online.",
+    "description": "Machine to act on; optional when only one is online.",
     "maxLength": 64,
 }
 
@@ -42,8 +42,8 @@ class ToolSpec:
             title=self.title or None,
             input_schema=schema,
             output_schema=self.output,
+            # The title is given once, on the tool (annotations.title is its older spelling).
             annotations=mcp_types.ToolAnnotations(
-                title=self.title or None,
                 read_only_hint=self.read_only,
                 destructive_hint=False if self.read_only else self.destructive,
                 idempotent_hint=True if self.read_only else self.idempotent,
