@@ -15,7 +15,7 @@ from web import agent_api, api, errors
 from web.config import Config
 from web.console import metrics
 from web.console.process_stats import ProcessStats
-from web.http import install_error_handlers
+from web.http import install_error_handlers, require_host
 from web.mcp import sse, streamable
 from web.mcp.protocol import Dispatcher
 from web.mcp.session import SessionStore
@@ -83,6 +83,7 @@ def create_app(config: Config | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = config.max_result_bytes
     app.extensions["code_remote"] = build_services(config)
     install_error_handlers(app)
+    app.before_request(require_host)
     netpolicy.install(app, trusted_proxy_hops=config.trusted_proxy_hops, agent_networks=config.agent_allowed_networks)
     app.register_blueprint(oauth.bp)
     app.register_blueprint(api.bp)

@@ -75,6 +75,12 @@ class NotAcceptable(CodeRemoteError):
     jsonrpc_code = jsonrpc.INVALID_REQUEST
 
 
+class UnsupportedMediaType(CodeRemoteError):
+    code = "unsupported_media_type"
+    http_status = 415
+    jsonrpc_code = jsonrpc.INVALID_REQUEST
+
+
 class Unauthorized(CodeRemoteError):
     code = "unauthorized"
     http_status = 401

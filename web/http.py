@@ -102,12 +102,45 @@ def read_json(max_bytes: int) -> Any:
         # The client went away mid-upload: never act on the part that arrived.
         raise errors.BadRequest(f"request body ended after {len(data)} of {length} bytes", code="incomplete_body")
     try:
-        value = json.loads(data.decode("utf-8"), parse_constant=_no_constant)
+        value = json.loads(data.decode("utf-8"), parse_constant=_no_constant, object_pairs_hook=_unique_keys)
     except (UnicodeDecodeError, json.JSONDecodeError, ValueError) as error:
         raise errors.ParseError(f"body is not valid JSON: {error}") from None
     except RecursionError:
         raise errors.ParseError("body is not valid JSON: nested too deeply") from None
+    except _DuplicateKey as duplicate:
+        raise errors.BadRequest(
+            f"an object in the body has the key {duplicate.key[:100]!r} twice: send each key once", code="duplicate_key"
+        ) from None
     _refuse_lone_surrogates(value)
+    return value
+
+
+def require_json_content_type() -> None:
+    """415 unless the body is declared as JSON (`application/json`, parameters allowed)."""
+    if request.mimetype != "application/json":
+        sent = (request.content_type or "none")[:80]
+        raise errors.UnsupportedMediaType(f"Content-Type must be application/json, got {sent!r}")
+
+
+def require_host() -> None:
+    """400 for a request without a Host header. HTTP/1.1 requires one (RFC 9112); HTTP/1.0 does not,
+    but this server names its own URLs (OAuth metadata, the SSE endpoint) from it."""
+    if not request.environ.get("HTTP_HOST"):
+        raise errors.BadRequest("a Host header is required (HTTP/1.0 requests too)", code="missing_host")
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object whose keys are all distinct. Parsers disagree on which of two equal keys wins (ours
+    keeps the last, others the first): a body read differently by a proxy and by us is refused."""
+    value = dict(pairs)
+    if len(value) != len(pairs):
+        seen: set[str] = set()
+        raise _DuplicateKey(next(k for k, _ in pairs if k in seen or seen.add(k)))
     return value
 
 
@@ -152,4 +185,7 @@ def install_error_handlers(app: Flask) -> None:
         return error_response(errors.CodeRemoteError("internal error; see the server log"))
 
 
-__all__ = ["Unauthorized", "compact_json_response", "error_response", "json_response", "public_origin", "query_int", "query_seconds", "read_json", "require_owner", "services"]
+__all__ = [
+    "Unauthorized", "compact_json_response", "error_response", "json_response", "public_origin", "query_int",
+    "query_seconds", "read_json", "require_host", "require_json_content_type", "require_owner", "services",
+]

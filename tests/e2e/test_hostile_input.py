@@ -114,9 +114,14 @@ RPC_CASES = [
     ("method-number", '{"jsonrpc":"2.0","id":1,"method":7}', 200, -32600),
     ("method-null", '{"jsonrpc":"2.0","id":1,"method":null}', 200, -32600),
     ("method-missing", '{"jsonrpc":"2.0","id":1}', 400, -32600),
-    ("params-array", '{"jsonrpc":"2.0","id":1,"method":"ping","params":[1]}', 200, -32600),
-    ("params-string", '{"jsonrpc":"2.0","id":1,"method":"ping","params":"x"}', 200, -32600),
-    ("params-number", '{"jsonrpc":"2.0","id":1,"method":"tools/list","params":3}', 200, -32600),
+    ("params-array", '{"jsonrpc":"2.0","id":1,"method":"ping","params":[1]}', 200, -32602),
+    ("params-string", '{"jsonrpc":"2.0","id":1,"method":"ping","params":"x"}', 200, -32602),
+    ("params-number", '{"jsonrpc":"2.0","id":1,"method":"tools/list","params":3}', 200, -32602),
+    ("params-array-call", '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":["read_file",{}]}', 200, -32602),
+    ("duplicate-key", '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_file","name":"run_shell_command","arguments":{}}}', 400, -32600),
+    ("duplicate-key-nested", '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_file","arguments":{"path":"/tmp/a","path":"/etc/passwd"}}}', 400, -32600),
+    ("duplicate-key-top", '{"jsonrpc":"2.0","id":1,"id":2,"method":"ping"}', 400, -32600),
+    ("duplicate-key-escaped", '{"jsonrpc":"2.0","id":1,"method":"ping","params":{"a":1,"\\u0061":2}}', 400, -32600),
     ("message-is-string", '"ping"', 400, -32600),
     ("message-is-number", "42", 400, -32600),
     ("message-is-null", "null", 400, -32600),
@@ -297,6 +302,29 @@ RAW_CASES = [
     ("nul-in-header", b"GET /api/machines HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer a\x00b\r\n\r\n", (b" 400 ", b" 401 ")),
     ("http-0.9", b"GET /health\r\n\r\n", (b" 400 ", b"")),
 ]
+
+
+@pytest.mark.parametrize(
+    "request_line, path",
+    [
+        ("HTTP/1.0", "/health"),
+        ("HTTP/1.0", "/mcp"),
+        ("HTTP/1.0", "/sse"),
+        ("HTTP/1.0", "/.well-known/oauth-protected-resource"),
+        ("HTTP/1.1", "/health"),
+        ("HTTP/1.1", "/api/agent/poll"),
+    ],
+)
+def test_a_request_without_host_is_400(server, request_line, path):
+    auth = b"Authorization: Bearer " + server.token.encode() + b"\r\n"
+    reply = _raw(server, f"GET {path} {request_line}\r\n".encode() + auth + b"Connection: close\r\n\r\n")
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert b" 400 " in head.split(b"\r\n", 1)[0], reply[:300]
+    assert json.loads(body)["error"]["code"] == "missing_host"
+    empty = _raw(server, f"GET {path} {request_line}\r\nHost:\r\n".encode() + auth + b"Connection: close\r\n\r\n")
+    assert b" 400 " in empty.split(b"\r\n", 1)[0], empty[:300]
+    named = _raw(server, f"GET /health {request_line}\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
+    assert b" 200 " in named.split(b"\r\n", 1)[0]
 
 
 @pytest.mark.parametrize(("case", "data", "statuses"), RAW_CASES, ids=[c[0] for c in RAW_CASES])

@@ -76,6 +76,14 @@ class RawSse:
             self.endpoint, data=data, headers={"Content-Type": "application/json", **self.server.headers(), **(headers or {})}, timeout=10
         )
 
+    def initialize(self, version: str = "2024-11-05") -> RawSse:
+        params = {"protocolVersion": version, "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}}
+        assert self.post({"jsonrpc": "2.0", "id": "init", "method": "initialize", "params": params}).status_code == 202
+        reply = self.next_message()
+        assert reply["id"] == "init" and reply["result"]["protocolVersion"] == version, reply
+        assert self.post({"jsonrpc": "2.0", "method": "notifications/initialized"}).status_code == 202
+        return self
+
     def next_message(self, timeout: float = READ_SECONDS) -> dict[str, Any]:
         kind, data = self.events.get(timeout=timeout)
         assert kind == "message"
@@ -95,6 +103,15 @@ class RawSse:
 
 @pytest.fixture
 def raw(live_server):
+    """An initialized session."""
+    session = RawSse(live_server).initialize()
+    yield session
+    session.close()
+
+
+@pytest.fixture
+def uninitialized(live_server):
+    """A session whose client has not sent initialize."""
     session = RawSse(live_server)
     yield session
     session.close()
@@ -181,11 +198,94 @@ def test_health_answers_without_auth_and_names_no_machine(live_server, live_agen
 # --- malformed JSON-RPC ----------------------------------------------------------------------------
 
 
-def test_invalid_json_is_a_parse_error_on_the_stream(raw):
-    response = raw.post(None, raw=b'{"jsonrpc": "2.0", "id": 1, "method": ')
+@pytest.mark.parametrize(
+    "body",
+    [b'{"jsonrpc": "2.0", "id": 1, "method": ', b"", b"{'jsonrpc': '2.0'}", b'{"jsonrpc":"2.0","id":NaN,"method":"ping"}', b"\xff\xfe{}"],
+    ids=["truncated", "empty", "single-quotes", "nan", "not-utf8"],
+)
+def test_invalid_json_is_a_numeric_parse_error_in_the_answer_and_on_the_stream(raw, body):
+    response = raw.post(None, raw=body)
     assert response.status_code == 400
+    assert error_of(response.json()) == -32700 and response.json()["id"] is None, response.text
     reply = raw.next_message()
     assert error_of(reply) == -32700 and reply["id"] is None
+
+
+@pytest.mark.parametrize("params", [[1], ["read_file", {}], "x", 3, True], ids=["array", "array-of-call", "string", "number", "boolean"])
+@pytest.mark.parametrize("method", ["ping", "tools/list", "tools/call"])
+def test_params_of_the_wrong_type_are_invalid_params(raw, method, params):
+    assert raw.post({"jsonrpc": "2.0", "id": 12, "method": method, "params": params}).status_code == 202
+    reply = raw.next_message()
+    assert error_of(reply) == -32602 and reply["id"] == 12, reply
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_file","name":"run_shell_command","arguments":{"command":"touch MARK"}}}',
+        b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"run_shell_command","arguments":{"command":"true","command":"touch MARK"}}}',
+        b'{"jsonrpc":"2.0","id":1,"id":2,"method":"ping"}',
+        b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"run_shell_command","arguments":{"command":"touch MARK","\\u0063ommand":"true"}}}',
+        b'[{"jsonrpc":"2.0","id":1,"method":"ping","method":"tools/list"}]',
+    ],
+    ids=["tool-name", "argument", "id", "escaped-equal-key", "inside-a-batch"],
+)
+def test_duplicate_keys_are_an_invalid_request_and_nothing_runs(live_server, live_agent, raw, body):
+    mark = live_agent.scratch / f"dup-{os.urandom(4).hex()}"
+    response = raw.post(None, raw=body.replace(b"MARK", str(mark).encode()))
+    assert response.status_code == 400
+    answer = response.json()
+    assert error_of(answer) == -32600 and "twice" in answer["error"]["message"], answer
+    reply = raw.next_message()
+    assert error_of(reply) == -32600 and reply["id"] is None
+    raw.post({"jsonrpc": "2.0", "id": "after", "method": "ping"})
+    assert raw.next_message()["id"] == "after"
+    assert not mark.exists()
+
+
+@pytest.mark.parametrize(
+    "method, params",
+    [
+        ("tools/call", {"name": "run_shell_command", "arguments": {"command": "touch MARK"}}),
+        ("tools/call", {"name": "write_file", "arguments": {"path": "MARK", "content": "x"}}),
+        ("tools/list", {}),
+        ("logging/setLevel", {"level": "debug"}),
+        ("no/such/method", {}),
+    ],
+    ids=["run-shell", "write-file", "tools-list", "set-level", "unknown"],
+)
+def test_before_initialize_only_ping_is_answered_and_nothing_runs(live_server, live_agent, uninitialized, method, params):
+    mark = live_agent.scratch / f"early-{os.urandom(4).hex()}"
+    params = json.loads(json.dumps(params).replace("MARK", str(mark)))
+    session_id = uninitialized.endpoint.split("session_id=", 1)[1]
+    uninitialized.post({"jsonrpc": "2.0", "id": 5, "method": method, "params": params})
+    reply = uninitialized.next_message()
+    assert error_of(reply) == -32600 and reply["id"] == 5 and "initialize first" in reply["error"]["message"], reply
+    uninitialized.post({"jsonrpc": "2.0", "id": 6, "method": "ping"})
+    assert uninitialized.next_message() == {"jsonrpc": "2.0", "id": 6, "result": {}}
+    rows = [r for r in live_server.audit(limit=200) if r["session_id"] == session_id]
+    assert [(r["status"], r["error_code"]) for r in rows] == [("refused", "not_initialized")], rows
+    uninitialized.initialize()
+    uninitialized.post({"jsonrpc": "2.0", "id": 7, "method": "tools/list"})
+    assert {t["name"] for t in uninitialized.next_message()["result"]["tools"]} >= FIVE_TOOLS
+    assert not mark.exists()
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [None, "text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", "application/jsonx", "text/json"],
+    ids=["none", "text", "form", "multipart", "jsonx", "text-json"],
+)
+def test_a_body_not_declared_as_json_is_415_and_not_run(live_server, live_agent, raw, content_type):
+    mark = live_agent.scratch / f"typed-{os.urandom(4).hex()}"
+    call = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "run_shell_command", "arguments": {"command": f"touch {mark}"}}}
+    headers = live_server.headers() | ({"Content-Type": content_type} if content_type else {})
+    response = requests.post(raw.endpoint, data=json.dumps(call).encode(), headers=headers, timeout=10)
+    assert response.status_code == 415, response.text
+    assert error_of(response.json()) == -32600 and "application/json" in response.json()["error"]["message"]
+    assert raw.post({"jsonrpc": "2.0", "id": "typed", "method": "ping"}, headers={"Content-Type": "application/json; charset=utf-8"}).status_code == 202
+    assert raw.next_message()["id"] == "typed"
+    assert not mark.exists()
 
 
 @pytest.mark.parametrize(
@@ -197,11 +297,10 @@ def test_invalid_json_is_a_parse_error_on_the_stream(raw):
         ({"jsonrpc": "1.0", "id": 8, "method": "ping"}, 8),
         ({"jsonrpc": "2.0", "id": 9}, 9),
         ({"jsonrpc": "2.0", "id": 10, "method": 5}, 10),
-        ({"jsonrpc": "2.0", "id": 11, "method": "tools/list", "params": [1]}, 11),
         ({"jsonrpc": "2.0", "id": {"x": 1}, "method": "ping"}, None),
         ([], None),
     ],
-    ids=["number", "string", "no-jsonrpc", "jsonrpc-1.0", "no-method", "method-not-string", "params-array", "id-object", "empty-batch"],
+    ids=["number", "string", "no-jsonrpc", "jsonrpc-1.0", "no-method", "method-not-string", "id-object", "empty-batch"],
 )
 def test_a_message_that_is_not_a_request_is_an_invalid_request(raw, body, reply_id):
     assert raw.post(body).status_code == 202
@@ -299,7 +398,8 @@ def test_notifications_and_client_responses_get_no_reply(raw):
 
 def test_a_body_over_the_size_limit_is_refused_and_the_session_keeps_working(raw):
     response = raw.post(None, raw=b'{"jsonrpc": "2.0", "id": 1, "method": "ping", "pad": "' + b"x" * (1024 * 1024 + 10) + b'"}')
-    assert response.status_code == 413 and response.json()["error"]["code"] == "payload_too_large"
+    assert response.status_code == 413 and response.json()["error"]["code"] == -32600
+    assert "limit" in response.json()["error"]["message"]
     raw.post({"jsonrpc": "2.0", "id": 2, "method": "ping"})
     assert raw.next_message()["id"] == 2
 

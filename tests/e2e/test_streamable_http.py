@@ -166,6 +166,43 @@ def test_an_accept_without_json_or_sse_is_406_with_a_clear_message(live_server, 
     assert "Accept must admit application/json or text/event-stream" in response.json()["error"]["message"]
 
 
+@pytest.mark.parametrize("with_session", [False, True], ids=["initialize", "in-session"])
+def test_a_post_without_accept_is_406_and_star_slash_star_as_curl_sends_is_served(live_server, live_agent, with_session):
+    session = initialize(live_server) if with_session else None
+    body = rpc("ping") if with_session else rpc("initialize", {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "curl", "version": "8"}})
+    headers = {"Authorization": f"Bearer {live_server.token}", "Content-Type": "application/json"}
+    if session:
+        headers["Mcp-Session-Id"] = session
+    # requests sends Accept: */* unless told not to.
+    refused = requests.post(live_server.url + "/mcp", data=json.dumps(body), headers=headers | {"Accept": None}, timeout=10)
+    assert refused.status_code == 406 and "Accept" in refused.json()["error"]["message"]
+    assert refused.json()["error"]["code"] == -32600
+    served = requests.post(live_server.url + "/mcp", data=json.dumps(body), headers=headers | {"Accept": "*/*"}, timeout=10)
+    assert served.status_code == 200 and "result" in served.json(), served.text
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [None, "text/plain", "application/x-www-form-urlencoded", "text/event-stream", "application/jsonl", "application/json-patch+json"],
+    ids=["none", "text", "form", "event-stream", "jsonl", "json-patch"],
+)
+def test_a_post_not_declared_as_json_is_415_and_not_run(live_server, live_agent, content_type):
+    session = initialize(live_server)
+    mark = live_agent.scratch / f"typed-{content_type and content_type.replace('/', '-')}"
+    call = rpc("tools/call", {"name": "run_shell_command", "arguments": {"command": f"touch {mark}"}})
+    headers = {"Authorization": f"Bearer {live_server.token}", "Accept": ACCEPT_BOTH, "Mcp-Session-Id": session}
+    if content_type:
+        headers["Content-Type"] = content_type
+    refused = requests.post(live_server.url + "/mcp", data=json.dumps(call), headers=headers, timeout=10)
+    assert refused.status_code == 415 and refused.json()["error"]["code"] == -32600, refused.text
+    assert "application/json" in refused.json()["error"]["message"]
+    stateless_refused = requests.post(live_server.url + "/mcp", data=json.dumps(rpc("server/discover", {"_meta": META_2026})), headers={
+        k: v for k, v in headers.items() if k != "Mcp-Session-Id"} | {"MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "server/discover"}, timeout=10)
+    assert stateless_refused.status_code == 415
+    assert post(live_server, rpc("ping"), session=session, headers={"Content-Type": "application/json; charset=utf-8"}).status_code == 200
+    assert not mark.exists()
+
+
 def test_a_foreign_origin_is_refused_on_every_mcp_endpoint(live_server, live_agent):
     evil = {"Origin": "http://evil.example.com"}
     assert post(live_server, rpc("ping"), headers=evil).status_code == 403

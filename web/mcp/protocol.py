@@ -54,6 +54,8 @@ INSTRUCTIONS = (
     "running on each. Call check_agent_status to see which machines are online and which folders the "
     "file tools may use. When several machines are online, pass 'machine' to every other tool."
 )
+# A session answers only these until its initialize has succeeded (the revision is fixed then).
+PRE_INITIALIZE_METHODS = ("initialize", "ping")
 SERVER_INFO = mcp_types.Implementation(name=SERVER_NAME, version=SERVER_VERSION, title="Code Remote")
 CAPABILITIES = mcp_types.ServerCapabilities(tools=mcp_types.ToolsCapability(list_changed=False))
 
@@ -88,7 +90,9 @@ def classify(message: Any) -> Incoming:
     if not isinstance(method, str):
         return Incoming("invalid", id=reply_id, error=errors.BadRequest("'method' must be a string"))
     if params is not None and not isinstance(params, dict):
-        return Incoming("invalid", id=reply_id, error=errors.BadRequest("'params' must be an object"))
+        # Well-formed JSON-RPC (which allows an array) whose params MCP cannot take: invalid params.
+        error = errors.InvalidParams(f"'params' must be an object, not {type(params).__name__}")
+        return Incoming("invalid", id=reply_id, method=method, error=error)
     if "id" not in message:
         return Incoming("notification", method=method, params=params)
     if not has_valid_id:
@@ -185,6 +189,12 @@ class Dispatcher:
         if incoming.kind == "notification":
             self._notify(incoming, session)
             return None
+        if session.protocol_version is None and incoming.method not in PRE_INITIALIZE_METHODS:
+            error = errors.BadRequest(
+                f"{incoming.method[:100]!r} before initialize: send initialize first (only ping is answered before it)",
+                code="not_initialized",
+            )
+            return self._refuse(incoming, error, transport, session.id)
         return self._answer(incoming, self._version(session), session, transport, emit)
 
     def handle_batch(self, payload: Any, session: Session, *, transport: str, emit: Emit | None = None) -> list[dict[str, Any]]:

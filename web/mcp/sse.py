@@ -15,7 +15,7 @@ from flask import Blueprint, Response, request, stream_with_context
 
 from web import errors
 from web.audit import record_rejected_message
-from web.http import json_response, read_json, require_owner, services
+from web.http import json_response, read_json, require_json_content_type, require_owner, services
 from web.mcp.origin import allow_cross_origin, check_origin
 from web.mcp.protocol import error_response as jsonrpc_error
 from web.mcp.session import Session
@@ -76,12 +76,14 @@ def post_message():
         record_rejected_message(transport=TRANSPORT, error=error, method="POST /messages", session_id=session_id or "")
         raise
     try:
+        require_json_content_type()
         payload = read_json(svc.config.max_request_bytes)
-    except errors.BadRequest as error:  # not JSON, or a body that could not be read whole
+    except errors.CodeRemoteError as error:  # not JSON, or a body that could not be read whole
         record_rejected_message(transport=TRANSPORT, error=error, method="POST /messages", session_id=session.id)
-        if isinstance(error, errors.ParseError):
-            session.send(jsonrpc_error(None, error))
-        raise
+        answer = jsonrpc_error(None, error)
+        if isinstance(error, errors.BadRequest):  # the stream is where the client looks for answers
+            session.send(answer)
+        return json_response(answer, error.http_status)
     # Tool calls may wait minutes for an agent: answer the POST now, the stream carries the reply.
     threading.Thread(target=_dispatch, args=(svc, session, payload), daemon=True).start()
     return Response("Accepted\n", status=202, mimetype="text/plain")

@@ -9,7 +9,8 @@ Handshake revisions (2025-03-26, 2025-06-18, 2025-11-25):
 * A body of notifications or client responses only is answered 202. A request is answered as
   `application/json`, or as an SSE stream when the client accepts one and the answer takes longer
   than `JSON_WINDOW_SECONDS` or notifications (progress) come first; the stream sends a comment
-  every `heartbeat_seconds` so proxies keep it open. `Accept` admitting neither form: 406. Such a
+  every `heartbeat_seconds` so proxies keep it open. `Accept` missing or admitting neither form:
+  406; a `Content-Type` other than `application/json`: 415. Such a
   stream is resumable: its events carry ids, and `GET /mcp` with `Last-Event-ID` continues it on a
   new connection (web/mcp/replay.py).
 * `GET /mcp` opens the session's stream for server-initiated messages (one at a time, else 409);
@@ -40,7 +41,7 @@ from werkzeug.exceptions import MethodNotAllowed
 
 from web import errors
 from web.audit import record_rejected_message
-from web.http import json_response, read_json, require_owner, services
+from web.http import json_response, read_json, require_json_content_type, require_owner, services
 from web.mcp import protocol as mcp_protocol
 from web.mcp.origin import allow_cross_origin, check_origin
 from web.mcp.replay import MAX_FINISHED, PRIMING_VERSIONS, RESUMABLE_VERSIONS, RETRY_MILLISECONDS, Replay
@@ -73,6 +74,9 @@ _NOTE, _DONE = "note", "done"
 def handle_mcp():
     credential = require_owner()
     try:
+        if request.method == "POST":
+            _accepts()  # 406 and 415 before the body is read
+            require_json_content_type()
         if _stateless():
             if request.method != "POST":
                 raise MethodNotAllowed(["POST"], "MCP 2026-07-28 has no sessions: every request is a POST")
@@ -117,9 +121,14 @@ def _body() -> Any:
 
 
 def _accepts() -> tuple[bool, bool]:
-    """(JSON ok, SSE ok) from `Accept`; 406 when it admits neither. No header admits both."""
+    """(JSON ok, SSE ok) from `Accept`; 406 when it admits neither. A POST must send one (`*/*`, as
+    curl sends, admits both); a GET without one may have its stream."""
     accept = request.accept_mimetypes
     if not request.headers.get("Accept"):
+        if request.method == "POST":
+            raise errors.NotAcceptable(
+                "missing Accept header: send 'Accept: application/json, text/event-stream' (as MCP clients do)"
+            )
         return True, True
     json_ok, sse_ok = accept["application/json"] > 0, accept["text/event-stream"] > 0
     if not (json_ok or sse_ok):
