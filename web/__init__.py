@@ -14,6 +14,7 @@ from flask import Flask
 from web import agent_api, api, errors
 from web.config import Config
 from web.console import metrics
+from web.console import views as console
 from web.console.process_stats import ProcessStats
 from web.http import install_error_handlers, require_host
 from web.mcp import sse, streamable
@@ -91,4 +92,5 @@ def create_app(config: Config | None = None) -> Flask:
     app.register_blueprint(streamable.bp)
     app.register_blueprint(agent_api.bp)
     metrics.install(app)
+    console.install(app)
     return app

@@ -145,7 +145,7 @@ class Command(BaseModel):
     machine = CharField(max_length=64)
     tool = CharField(max_length=64)
     arguments = JSONField()
-    state = CharField(max_length=16, index=True, default=QUEUED)
+    state = CharField(max_length=16, default=QUEUED)
     timeout_seconds = DoubleField()
     session_id = CharField(max_length=64, default="")
     created_at = DoubleField(default=now)
@@ -169,7 +169,13 @@ class Command(BaseModel):
     class Meta:
         table_name = "command"
         # A machine's pending commands are found from this index, never by reading its history.
-        indexes = ((("machine", "state"), False),)
+        # The dashboard's history pages newest first, optionally by machine or state (migration 0007).
+        indexes = (
+            (("machine", "state"), False),
+            (("state", "created_at", "id"), False),
+            (("created_at", "id"), False),
+            (("machine", "created_at", "id"), False),
+        )
         # A transition changes a few columns: write only those (assign a JSON field anew, never
         # mutate it in place, or the change is not seen).
         only_save_dirty = True

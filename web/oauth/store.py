@@ -347,6 +347,13 @@ class OAuthStore:
             if grant is not None and grant.client_id == client.client_id and grant.kind != "code":
                 self._revoke_family(grant.family)
 
+    def revoke_client(self, client_id: str) -> bool:
+        """The owner removes a client (the dashboard's Access page): every code and token it holds is
+        revoked at once and its registration deleted, so it must register and be approved again."""
+        with db.connection_context(), atomic_write():
+            OAuthGrant.update(revoked_at=now()).where((OAuthGrant.client_id == client_id) & OAuthGrant.revoked_at.is_null()).execute()
+            return OAuthClient.delete().where(OAuthClient.client_id == client_id).execute() > 0
+
     def verify_access(self, token: str, resource: str) -> AccessGrant | None:
         """The grant behind a valid access token for `resource`; None when it is not one of ours."""
         if not token.startswith(ACCESS_PREFIX):

@@ -1,0 +1,131 @@
+// Code Remote dashboard: live updates over Server-Sent Events. Plain JavaScript, no build step, no
+// inline script (the Content-Security-Policy allows only this file). Text is only ever set with
+// textContent, never parsed as HTML.
+"use strict";
+
+(function () {
+  var TERMINAL = ["succeeded", "failed", "timed_out", "cancelled", "expired", "lost"];
+  var KEEP_CHARS = 64 * 1024;
+
+  function setState(badge, state) {
+    badge.textContent = state;
+    badge.className = "state state-" + state;
+  }
+
+  function appendOutput(holder, pre, data) {
+    // Skip what the page already shows: each stream's received offset is kept on its holder.
+    var key = data.stream;
+    var have = parseInt(holder.dataset[key] || "0", 10);
+    var text = data.text;
+    var end = data.offset + new TextEncoder().encode(text).length;
+    if (end <= have) return;
+    if (data.offset < have) {
+      // Overlap: drop the part already shown (byte offsets, so encode to cut exactly).
+      var bytes = new TextEncoder().encode(text).slice(have - data.offset);
+      text = new TextDecoder().decode(bytes);
+    }
+    holder.dataset[key] = String(end);
+    if (key === "stderr") text = text.replace(/^/gm, "[stderr] ");
+    var all = pre.textContent + text;
+    if (all.length > KEEP_CHARS) all = "[…]\n" + all.slice(all.length - KEEP_CHARS);
+    var atBottom = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
+    pre.textContent = all;
+    if (atBottom) pre.scrollTop = pre.scrollHeight;
+  }
+
+  function connect(url, handlers, status) {
+    var source = new EventSource(url);
+    source.addEventListener("open", function () { if (status) status.textContent = "Live."; });
+    source.addEventListener("error", function () { if (status) status.textContent = "Reconnecting…"; });
+    Object.keys(handlers).forEach(function (name) {
+      source.addEventListener(name, function (event) { handlers[name](JSON.parse(event.data)); });
+    });
+    return source;
+  }
+
+  function el(tag, className, text) {
+    var node = document.createElement(tag);
+    if (className) node.className = className;
+    if (text !== undefined) node.textContent = text;
+    return node;
+  }
+
+  function liveList(list) {
+    var status = document.getElementById("live-status");
+    var empty = document.getElementById("live-empty");
+    function card(id) { return list.querySelector('li[data-command="' + CSS.escape(id) + '"]'); }
+    function addCard(data) {
+      var li = el("li", "card");
+      li.dataset.command = data.command;
+      li.dataset.stdout = "0";
+      li.dataset.stderr = "0";
+      var h2 = el("h2");
+      var link = el("a", "", data.tool + " on " + data.machine);
+      link.href = list.dataset.commandUrl.replace("COMMAND", encodeURIComponent(data.command));
+      h2.appendChild(link);
+      h2.appendChild(document.createTextNode(" "));
+      h2.appendChild(el("span", "state state-" + data.to, data.to));
+      var what = el("p", "what");
+      what.appendChild(el("code", "", data.summary || ""));
+      var pre = el("pre", "output");
+      pre.tabIndex = 0;
+      pre.setAttribute("aria-label", "Output of " + data.command.slice(0, 8));
+      li.appendChild(h2);
+      li.appendChild(what);
+      li.appendChild(el("p", "note", data.when || ""));
+      li.appendChild(pre);
+      list.insertBefore(li, list.firstChild);
+      if (empty) empty.hidden = true;
+      return li;
+    }
+    connect(list.dataset.eventsUrl, {
+      state: function (data) {
+        var li = card(data.command);
+        if (!li && data.machine) li = addCard(data);
+        if (li) setState(li.querySelector(".state"), data.to);
+      },
+      output: function (data) {
+        var li = card(data.command);
+        if (li) appendOutput(li, li.querySelector("pre.output"), data);
+      }
+    }, status);
+  }
+
+  function commandPage(head) {
+    var badge = document.getElementById("state");
+    var pre = document.getElementById("output");
+    var timeline = document.getElementById("timeline");
+    var source = connect(head.dataset.eventsUrl, {
+      state: function (data) {
+        setState(badge, data.to);
+        var li = el("li");
+        li.appendChild(el("time", "", new Date(data.at * 1000).toISOString().replace("T", " ").slice(0, 19) + " UTC"));
+        li.appendChild(document.createTextNode(" "));
+        li.appendChild(el("span", "state state-" + data.to, data.to));
+        li.appendChild(el("span", "note", " by " + data.actor + (data.detail ? ": " + data.detail : "")));
+        timeline.appendChild(li);
+        if (TERMINAL.indexOf(data.to) >= 0) {
+          var form = document.getElementById("cancel-form");
+          if (form) form.hidden = true;
+          source.close();
+        }
+      },
+      output: function (data) { appendOutput(head, pre, data); }
+    }, null);
+  }
+
+  document.addEventListener("DOMContentLoaded", function () {
+    var list = document.getElementById("live");
+    if (list) liveList(list);
+    var head = document.getElementById("command");
+    if (head && head.dataset.live === "yes") commandPage(head);
+    document.querySelectorAll("[data-copy]").forEach(function (button) {
+      button.addEventListener("click", function () {
+        var target = document.getElementById(button.dataset.copy);
+        if (target && navigator.clipboard) {
+          navigator.clipboard.writeText(target.textContent).then(function () { button.textContent = "Copied"; });
+        }
+      });
+    });
+  });
+})();
