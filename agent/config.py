@@ -47,6 +47,8 @@ class AgentConfig:
     disabled_tools: frozenset[str] = frozenset()
     read_only: bool = False
     deny_paths: tuple[str, ...] = ()
+    # Let the file tools write where programs start by themselves (shell start-up files, crontabs, ...).
+    allow_persistence_writes: bool = False
     command_prefixes: tuple[str, ...] = ()
     env_file: str = ""
     # Where undelivered results (the outbox), output spools and running process groups are kept.
@@ -96,6 +98,7 @@ class AgentConfig:
             max_read_bytes=int(env.get("MAX_READ_BYTES", cls.max_read_bytes)),
             disabled_tools=_disabled_tools(env.get("DISABLED_TOOLS", "")),
             read_only=_flag(env, "READ_ONLY"),
+            allow_persistence_writes=_flag(env, "ALLOW_PERSISTENCE_WRITES"),
             deny_paths=tuple(p for p in env.get("DENY_PATHS", "").split(os.pathsep) if p.strip()),
             command_prefixes=tuple(p.strip() for p in env.get("ALLOWED_COMMANDS", "").split(",") if p.strip()),
             env_file=str(env_file.resolve()) if env_file else "",

@@ -178,12 +178,12 @@ def unified_diff(before: str, after: str, path: str) -> str:
 def edit_file(policy: PathPolicy, path: str, edits: Any, *, dry_run: bool = False) -> dict[str, Any]:
     if not isinstance(edits, list) or not edits:
         raise OperationError("invalid_arguments", "edits must be a non-empty list of {old_text, new_text}")
-    real = policy.resolve(path)
+    real = policy.resolve(path, write=True)
     if not os.path.lexists(real):
         raise OperationError("not_found", f"no such file: {real}; create it with write_file")
     if not stat.S_ISREG(os.stat(real).st_mode):
         raise OperationError("not_a_file", f"{real} is not a regular file")
-    data = read_bytes(real, max_bytes=MAX_EDIT_BYTES)
+    data = read_bytes(policy, real, max_bytes=MAX_EDIT_BYTES)
     text, encoding = decode(data)
     ending = line_ending(text)
     new_text, replacements = apply(text, edits, ending)

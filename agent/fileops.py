@@ -55,7 +55,7 @@ def _destination(policy: PathPolicy, destination: str, source_real: str, overwri
         raise OperationError(
             "invalid_path", f"destination {destination} ends with '/': give the full new path (folder and name)"
         )
-    target = policy.resolve_entry(destination)
+    target = policy.resolve_entry(destination, write=True)
     if target == source_real:
         raise OperationError("same_path", f"source and destination are the same path: {target}")
     if _under(target, source_real):
@@ -74,7 +74,7 @@ def _destination(policy: PathPolicy, destination: str, source_real: str, overwri
 
 
 def move_file(policy: PathPolicy, source: str, destination: str, *, overwrite: bool = False) -> dict[str, Any]:
-    real = policy.resolve_entry(source)
+    real = policy.resolve_entry(source, write=True)
     info = _must_exist(real)
     if stat.S_ISDIR(info.st_mode):
         _whole_folder_allowed(policy, real, "moved")
@@ -90,7 +90,7 @@ def move_file(policy: PathPolicy, source: str, destination: str, *, overwrite: b
         except OSError as error:
             if error.errno != errno.EXDEV:
                 raise
-            _copy_any(real, target, info)
+            _copy_any(policy, real, target, info)
             _remove_any(real, info)
             how = "copied across filesystems, then deleted"
         finally:
@@ -108,18 +108,18 @@ def copy_file(policy: PathPolicy, source: str, destination: str, *, overwrite: b
     elif not stat.S_ISREG(info.st_mode):
         raise OperationError("not_a_file", f"{real} is not a regular file or folder")
     target = _destination(policy, destination, real, overwrite)
-    size = _copy_any(real, target, info)
+    size = _copy_any(policy, real, target, info)
     return {"source": real, "destination": target, "type": _kind(info), "bytes_copied": size}
 
 
-def _copy_any(real: str, target: str, info: os.stat_result) -> int:
+def _copy_any(policy: PathPolicy, real: str, target: str, info: os.stat_result) -> int:
     if stat.S_ISDIR(info.st_mode):
         shutil.copytree(real, target, symlinks=True)
         return sum(os.lstat(os.path.join(d, f)).st_size for d, _, fs in os.walk(target) for f in fs)
     if stat.S_ISLNK(info.st_mode):
         os.symlink(os.readlink(real), target)
         return 0
-    fd = open_verified(real, os.O_RDONLY)[0]
+    fd = policy.open(real, os.O_RDONLY)  # judged by identity: a hard link to a key is not copied out
     with os.fdopen(fd, "rb") as handle:
         written = atomic.replace(target, iter(lambda: handle.read(COPY_CHUNK_BYTES), b""), mode=stat.S_IMODE(info.st_mode))
     return written
@@ -134,7 +134,7 @@ def _remove_any(real: str, info: os.stat_result) -> None:
 
 def make_directory(policy: PathPolicy, path: str) -> dict[str, Any]:
     """A folder and its missing parents, like `mkdir -p`; an existing folder is not an error."""
-    real = policy.resolve(path)
+    real = policy.resolve(path, write=True)
     if os.path.isdir(real):
         return {"path": real, "created": []}
     if os.path.lexists(real):
@@ -144,7 +144,7 @@ def make_directory(policy: PathPolicy, path: str) -> dict[str, Any]:
 
 def delete_path(policy: PathPolicy, path: str, *, recursive: bool = False) -> dict[str, Any]:
     """A file, a symlink (not what it points to), an empty folder, or with `recursive` a whole folder."""
-    real = policy.resolve_entry(path)
+    real = policy.resolve_entry(path, write=True)
     info = _must_exist(real)
     if policy.is_root(real):
         raise OperationError("root_refused", f"{real} is an allowed root; it is never deleted")
@@ -181,7 +181,7 @@ def get_file_info(policy: PathPolicy, path: str) -> dict[str, Any]:
         result["symlink_target"] = os.readlink(real)
         result["resolves_to"] = os.path.realpath(real)
     elif stat.S_ISREG(info.st_mode):
-        result.update(_text_facts(real, info))
+        result.update(_text_facts(policy, real, info))
     elif stat.S_ISDIR(info.st_mode):
         try:
             result["entries"] = len(os.listdir(real))
@@ -190,11 +190,11 @@ def get_file_info(policy: PathPolicy, path: str) -> dict[str, Any]:
     return result
 
 
-def _text_facts(real: str, info: os.stat_result) -> dict[str, Any]:
+def _text_facts(policy: PathPolicy, real: str, info: os.stat_result) -> dict[str, Any]:
     if info.st_size > LINE_COUNT_MAX_BYTES:
         return {"text": None}
     try:
-        fd, _ = open_verified(real, os.O_RDONLY | os.O_NONBLOCK)
+        fd = policy.open(real, os.O_RDONLY)
     except OperationError as error:
         if error.code == "permission_denied":
             return {}

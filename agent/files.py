@@ -1,9 +1,9 @@
-"""File operations confined to the allowed roots.
+"""File operations confined to the allowed roots, through agent/policy.py's `PathPolicy`.
 
 A path is checked after resolving every symlink, by whole path components, so `/home/al` does not
 admit `/home/alice` and a link pointing out of a root is refused. The checked file is then opened with
-O_NOFOLLOW and compared (device and inode) with what was checked, so a symlink swapped in between the
-check and the open is refused too.
+O_NOFOLLOW and judged on its descriptor (device and inode), so a symlink swapped in between the check
+and the open, or a hard link to a denied file, is refused too.
 
 This confines the file tools only: `run_shell_command` runs with the user's full rights. Use the
 sandboxed (container) agent to contain the shell.
@@ -16,109 +16,12 @@ import stat
 from typing import Any
 
 from agent.errors import OperationError
-from agent.policy import is_under, open_verified
+from agent.policy import PathPolicy, wants_directory
+
+__all__ = ["PathPolicy", "list_directory", "read_bytes", "read_file", "wants_directory"]
 
 MAX_LIST_ENTRIES = 1000
 BINARY_SNIFF_BYTES = 8192
-
-
-class PathPolicy:
-    def __init__(self, roots: tuple[str, ...], home: str, deny: tuple[str, ...] = ()) -> None:
-        self.home = home
-        self.roots = tuple(os.path.realpath(r) for r in roots)
-        # Real paths the file tools refuse even inside a root (agent/policy.py: secrets by default).
-        self.deny = tuple(os.path.realpath(d) for d in deny)
-
-    def expand(self, path: str) -> str:
-        """`path` made absolute (`~` and relative paths from home), symlinks not yet followed."""
-        if not isinstance(path, str) or not path:
-            raise OperationError("invalid_path", "path must be a non-empty string")
-        if "\x00" in path:
-            raise OperationError("invalid_path", "path contains a NUL byte")
-        if path == "~":
-            expanded = self.home
-        elif path.startswith("~/"):
-            expanded = os.path.join(self.home, path[2:])
-        else:
-            expanded = path
-        if not os.path.isabs(expanded):
-            expanded = os.path.join(self.home, expanded)
-        return expanded
-
-    def resolve(self, path: str) -> str:
-        """The real absolute path for `path`, or OperationError if it lies outside every root.
-
-        Every symlink is followed. As in POSIX, a component that is not a folder cannot be followed by
-        more: `notes.txt/`, `notes.txt/.` and `notes.txt/../x` fail with "not a directory".
-        """
-        expanded = self.expand(path)
-        real = self.check(os.path.realpath(expanded), path)
-        _check_components(expanded, path)
-        return real
-
-    def resolve_entry(self, path: str) -> str:
-        """Like resolve, but a final symlink is not followed: the path of the entry itself (to delete,
-        move or describe a link rather than what it points to). A trailing slash follows it, as in POSIX."""
-        expanded = self.expand(path)
-        parent, name = os.path.split(expanded)
-        if not name or name in (".", "..") or wants_directory(path):
-            return self.resolve(path)
-        real = self.check(os.path.join(os.path.realpath(parent), name), path)
-        _check_components(expanded, path)
-        return real
-
-    def check(self, real: str, path: str) -> str:
-        """`real` if it lies inside a root and outside the deny-list, else OperationError."""
-        if not self.allows(real):
-            raise OperationError(
-                "path_outside_roots",
-                f"{path} resolves to {real}, which is outside the allowed roots ({', '.join(self.roots)})",
-            )
-        denied = next((d for d in self.deny if is_under(real, d)), None)
-        if denied is not None:
-            raise OperationError(
-                "path_denied", f"{real} is refused: {denied} holds credentials (the agent's deny-list, DENY_PATHS)"
-            )
-        return real
-
-    def allows(self, real: str) -> bool:
-        return any(real == root or os.path.commonpath([real, root]) == root for root in self.roots)
-
-    def is_root(self, real: str) -> bool:
-        return real in self.roots
-
-    def denied_inside(self, real: str) -> str | None:
-        """A deny-listed path inside the folder `real`, if any (a recursive copy, move or delete of
-        `real` would carry it along)."""
-        return next((d for d in self.deny if d != real and is_under(d, real)), None)
-
-
-def wants_directory(path: str) -> bool:
-    """True when `path` can only name a folder: it ends with `/`, `/.` or `/..` (or is `.`/`..`)."""
-    return path.endswith(("/", "/.", "/..")) or path in (".", "..")
-
-
-def _check_components(expanded: str, path: str) -> None:
-    """Refuse a path that goes on past a non-folder (ENOTDIR), as the kernel would for open(2).
-
-    os.path.realpath handles `..` and a trailing slash by itself and so accepts `file/` and
-    `file/../x`; the kernel's own lookup of the unresolved path says whether every component but
-    the last is a folder (and, with a trailing slash, the last one too).
-    """
-    try:
-        os.stat(expanded)
-    except NotADirectoryError:
-        raise OperationError(
-            "not_a_directory", f"{path}: not a directory (a part of the path that is a file is followed by more)"
-        ) from None
-    except (OSError, ValueError):
-        pass  # missing, a loop, too long: reported by the operation with its own words
-
-
-def _open_checked(real: str, flags: int, mode: int = 0o644) -> int:
-    """Open `real` following no symlink in any component, and insist it is still what was checked."""
-    fd, _ = open_verified(real, flags | os.O_NONBLOCK, mode)
-    return fd
 
 
 def read_file(policy: PathPolicy, path: str, *, max_bytes: int, offset: int | None = None, limit: int | None = None) -> dict[str, Any]:
@@ -131,7 +34,7 @@ def read_file(policy: PathPolicy, path: str, *, max_bytes: int, offset: int | No
         raise OperationError("not_a_file", f"{real} is a directory, not a file; use list_directory")
     if not stat.S_ISREG(info.st_mode):
         raise OperationError("not_a_file", f"{real} is not a regular file (device, FIFO or socket)")
-    fd = _open_checked(real, os.O_RDONLY)
+    fd = policy.open(real, os.O_RDONLY)
     with os.fdopen(fd, "rb") as handle:
         opened = os.fstat(handle.fileno())
         if (opened.st_dev, opened.st_ino) != (info.st_dev, info.st_ino) or not stat.S_ISREG(opened.st_mode):
@@ -229,9 +132,9 @@ def _read_lines(handle, real: str, size: int, max_bytes: int, first: int, limit:
     return result
 
 
-def read_bytes(real: str, *, max_bytes: int) -> bytes:
-    """A regular file's bytes, opened with open_verified; refused past `max_bytes`."""
-    fd = _open_checked(real, os.O_RDONLY)
+def read_bytes(policy: PathPolicy, real: str, *, max_bytes: int) -> bytes:
+    """A regular file's bytes, opened through the policy's gate; refused past `max_bytes`."""
+    fd = policy.open(real, os.O_RDONLY)
     with os.fdopen(fd, "rb") as handle:
         opened = os.fstat(handle.fileno())
         if not stat.S_ISREG(opened.st_mode):
@@ -255,7 +158,7 @@ def list_directory(policy: PathPolicy, path: str) -> dict[str, Any]:
     if not os.path.isdir(real):
         raise OperationError("not_a_directory", f"{real} is not a directory; use read_file")
     entries = []
-    fd, _ = open_verified(real, os.O_RDONLY | os.O_DIRECTORY)
+    fd = policy.open(real, os.O_RDONLY | os.O_DIRECTORY)
     try:
         with os.scandir(fd) as scan:
             items = sorted(scan, key=lambda e: e.name)

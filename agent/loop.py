@@ -29,10 +29,9 @@ from agent import VERSION, operations, reaper
 from agent.client import RelayClient, RelayError, classify
 from agent.config import AgentConfig
 from agent.delivery import INLINE_OUTPUT_BYTES, Delivery, OutputStreamer
-from agent.files import PathPolicy
 from agent.masking import Secrets
 from agent.outbox import StateDir
-from agent.policy import deny_paths
+from agent.policy import PathPolicy
 from agent.shell import OutputSpool
 
 log = logging.getLogger("agent")
@@ -56,7 +55,7 @@ class Backoff:
 class Agent:
     def __init__(self, config: AgentConfig) -> None:
         self.config = config
-        self.policy = PathPolicy(config.roots, config.home, deny_paths(config.home, config.deny_paths + (config.state_dir,), config.env_file))
+        self.policy = PathPolicy.for_config(config)
         facts = {
             "hostname": platform.node(),
             "os": f"{platform.system()} {platform.release()} ({platform.machine()})",

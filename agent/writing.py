@@ -23,7 +23,7 @@ def write_file(policy: PathPolicy, path: str, content: str, *, max_bytes: int, m
         raise OperationError("content_too_large", f"content is {len(data)} bytes, over the {max_bytes}-byte limit")
     if wants_directory(path):
         raise OperationError("not_a_file", f"{path} ends with '/', which names a folder; give a file's path")
-    real = policy.resolve(path)
+    real = policy.resolve(path, write=True)
     parent = os.path.dirname(real)
     if not os.path.isdir(parent):
         if not create_dirs:
@@ -36,7 +36,7 @@ def write_file(policy: PathPolicy, path: str, content: str, *, max_bytes: int, m
     chunks: list[bytes] = [data]
     previous = 0
     if mode == "append" and os.path.exists(real):
-        old = read_bytes(real, max_bytes=max_bytes)
+        old = read_bytes(policy, real, max_bytes=max_bytes)
         previous = len(old)
         chunks = [old, data]
     written = atomic.replace(real, chunks)
@@ -55,6 +55,6 @@ def make_parents(policy: PathPolicy, folder: str) -> list[str]:
         missing.append(folder)
         folder = os.path.dirname(folder)
     for made in reversed(missing):
-        policy.check(made, made)
+        policy.check(made, made, write=True)
         os.mkdir(made)
     return list(reversed(missing))

@@ -147,7 +147,7 @@ def test_a_directory_swapped_for_a_symlink_after_the_check_is_refused(home, tmp_
     os.rename(home / "project", home / "project.old")
     (home / "project").symlink_to(outside)
     with pytest.raises(OperationError) as caught:
-        files._open_checked(real, os.O_RDONLY)
+        paths.open(real, os.O_RDONLY)
     assert caught.value.code == "path_changed"
 
 
@@ -157,7 +157,7 @@ def test_a_file_swapped_for_a_symlink_after_the_check_is_refused(home, paths):
     target.unlink()
     target.symlink_to(home / ".ssh" / "id_ed25519")
     with pytest.raises(OperationError) as caught:
-        files._open_checked(real, os.O_RDONLY)
+        paths.open(real, os.O_RDONLY)
     assert caught.value.code == "path_changed"
 
 
@@ -187,3 +187,47 @@ def test_fifos_and_devices_are_not_read(home, config, paths):
     wide = files.PathPolicy(("/dev",), config.home)
     result = _outcome("read_file", {"path": "/dev/zero"}, config, wide)
     assert result["error"]["code"] == "not_a_file"
+
+
+def _agent_policy(config: AgentConfig, **changes) -> files.PathPolicy:
+    return files.PathPolicy.for_config(dataclasses.replace(config, **changes))
+
+
+def test_a_hard_link_to_a_key_is_judged_by_identity_and_a_refused_write_truncates_nothing(home, config, tmp_path):
+    gate = _agent_policy(config)
+    os.link(home / ".ssh" / "id_ed25519", tmp_path / "harmless.txt")
+    real = gate.resolve(str(tmp_path / "harmless.txt"))  # the path alone says nothing
+    with pytest.raises(OperationError, match="same file as .*id_ed25519") as caught:
+        gate.resolve(str(tmp_path / "harmless.txt"), write=True)
+    assert caught.value.code == "path_denied"
+    for flags in (os.O_RDONLY, os.O_WRONLY | os.O_TRUNC):
+        with pytest.raises(OperationError, match="same file as .*id_ed25519") as caught:
+            gate.open(real, flags, write=flags != os.O_RDONLY)
+        assert caught.value.code == "path_denied"
+    assert (home / ".ssh" / "id_ed25519").read_text() == "PRIVATE KEY\n"
+
+
+@pytest.mark.parametrize("name", ["vault.kdbx", "old.keychain-db", "secring.gpg"])
+def test_vault_files_are_refused_by_name_in_any_root(config, tmp_path, name):
+    (tmp_path / name).write_text("vault\n")
+    with pytest.raises(OperationError, match="deny-list"):
+        _agent_policy(config).resolve(str(tmp_path / name))
+
+
+def test_persistence_is_refused_for_writes_only_and_the_setting_lifts_it(home, config):
+    gate = _agent_policy(config)
+    assert gate.resolve("~/.bashrc") == str(home / ".bashrc")
+    with pytest.raises(OperationError, match="ALLOW_PERSISTENCE_WRITES=1") as caught:
+        gate.resolve("~/.config/systemd/user/x.service", write=True)
+    assert caught.value.code == "persistence_denied"
+    allowed = AgentConfig.from_env({"RELAY_URL": "http://127.0.0.1:9", "AUTH_TOKEN": "t" * 20, "HOME": str(home),
+                                    "ALLOW_PERSISTENCE_WRITES": "1", "CODE_REMOTE_ENV_FILE": "/nonexistent"})
+    assert files.PathPolicy.for_config(allowed).resolve("~/.bashrc", write=True) == str(home / ".bashrc")
+
+
+def test_the_state_folder_is_refused(config, tmp_path):
+    state = tmp_path / "state"
+    (state / "outbox").mkdir(parents=True)
+    gate = _agent_policy(config, state_dir=str(state))
+    with pytest.raises(OperationError, match="deny-list"):
+        gate.resolve(str(state / "outbox"))
