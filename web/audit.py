@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import re
 import time
 from typing import Any
@@ -53,6 +54,8 @@ def summarize_arguments(arguments: Any) -> Any:
             summary[key] = clean(value[:MAX_STRING_CHARS]) + f"…[{len(value) - MAX_STRING_CHARS} more characters]"
         elif isinstance(value, str):
             summary[key] = clean(value)
+        elif isinstance(value, float) and not math.isfinite(value):
+            summary[key] = repr(value)  # "inf", "nan": kept as text, JSON has no such numbers
         elif isinstance(value, (int, float, bool)) or value is None:
             summary[key] = value
         else:
@@ -143,7 +146,7 @@ def _row(r: ToolCall) -> dict[str, Any]:
         "transport": r.transport,
         "machine": r.machine,
         "tool": r.tool,
-        "arguments": r.arguments,
+        "arguments": _finite(r.arguments),
         "status": r.status,
         "is_error": r.is_error,
         "error_code": r.error_code,
@@ -153,6 +156,18 @@ def _row(r: ToolCall) -> dict[str, Any]:
         "duration_ms": r.duration_ms,
         "command_id": r.command_id,
     }
+
+
+def _finite(value: Any) -> Any:
+    """`value` with NaN and infinities as text: rows stored before they were refused at the door
+    may hold them, and the trail must stay JSON that every parser accepts."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _iso(t: float | None) -> str | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 from typing import Any
 
@@ -21,15 +22,16 @@ def services():
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    """Pretty JSON ending in a newline, as curl users like it."""
-    text = json.dumps(body, indent=2, ensure_ascii=False) + "\n"
+    """Pretty JSON ending in a newline, as curl users like it. Strict JSON: a NaN or an infinity
+    raises (an answer with them is no JSON any parser accepts) rather than going out."""
+    text = json.dumps(body, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
     return Response(text, status=status, headers=headers, mimetype="application/json")
 
 
 def compact_json_response(body: Any, status: int = 200) -> Response:
     """JSON without indentation, for the agent's machine-to-machine endpoints (three answers per
     relayed call): an `indent` makes the json module fall back from its C encoder to pure Python."""
-    text = json.dumps(body, separators=(",", ":"), ensure_ascii=False) + "\n"
+    text = json.dumps(body, separators=(",", ":"), ensure_ascii=False, allow_nan=False) + "\n"
     return Response(text, status=status, mimetype="application/json")
 
 
@@ -102,7 +104,9 @@ def read_json(max_bytes: int) -> Any:
         # The client went away mid-upload: never act on the part that arrived.
         raise errors.BadRequest(f"request body ended after {len(data)} of {length} bytes", code="incomplete_body")
     try:
-        value = json.loads(data.decode("utf-8"), parse_constant=_no_constant, object_pairs_hook=_unique_keys)
+        value = json.loads(
+            data.decode("utf-8"), parse_constant=_no_constant, parse_float=_finite_float, object_pairs_hook=_unique_keys
+        )
     except (UnicodeDecodeError, json.JSONDecodeError, ValueError) as error:
         raise errors.ParseError(f"body is not valid JSON: {error}") from None
     except RecursionError:
@@ -146,6 +150,15 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON value")
+
+
+def _finite_float(text: str) -> float:
+    """A JSON number as a float, refused when it overflows to infinity (1e999): stored, it would come
+    back out as `Infinity`, which no JSON parser accepts."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:40]} is out of range (over about 1.8e308)")
+    return value
 
 
 def _refuse_lone_surrogates(value: Any) -> None:

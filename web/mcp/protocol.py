@@ -256,7 +256,7 @@ class Dispatcher:
         try:
             return methods.parse_client_request(incoming.method, version, incoming.params)
         except KeyError:
-            raise errors.MethodNotFound(f"Method not found: {incoming.method}") from None
+            raise errors.MethodNotFound(f"Method not found: {incoming.method[:100]}") from None
         except pydantic.ValidationError as error:
             problems = "; ".join(
                 f"{'.'.join(str(p) for p in e['loc']) or 'params'}: {e['msg']}" for e in error.errors()[:5]
@@ -298,7 +298,7 @@ class Dispatcher:
             )
             result = self.toolbox.call(request.params.name, request.params.arguments, context)
         else:
-            raise errors.MethodNotFound(f"Method not found: {incoming.method}")
+            raise errors.MethodNotFound(f"Method not found: {incoming.method[:100]}")
         return self._serialize(incoming.method, version, result)
 
     def _serialize(self, method: str, version: str, result: Any) -> dict[str, Any]:

@@ -61,7 +61,7 @@ class ToolBox:
     def call(self, name: str, arguments: Any, context: CallContext) -> mcp_types.CallToolResult:
         spec = TOOLS_BY_NAME.get(name)
         if spec is None:
-            error = errors.InvalidParams(f"Unknown tool: {name!r}. Available: {', '.join(TOOLS_BY_NAME)}")
+            error = errors.InvalidParams(f"Unknown tool: {name[:100]!r}. Available: {', '.join(TOOLS_BY_NAME)}")
             record_refusal(
                 transport=context.transport, tool=name, error_code="unknown_tool", message=error.message,
                 session_id=context.session_id, arguments=arguments,
