@@ -12,11 +12,12 @@ from __future__ import annotations
 import logging
 import os
 import re
+import threading
 from typing import Any
 
 import requests
 
-from agent import VERSION
+from agent import VERSION, machine_key
 from agent.config import AgentConfig, mask
 from agent.masking import Secrets
 
@@ -54,6 +55,7 @@ class RelayClient:
         self._send_settings = self.http.merge_environment_settings(config.relay_url, {}, None, None, None)
         self.access_token: str | None = None
         self.poll_timeout_seconds = 25.0
+        self._renew_lock = threading.Lock()
 
     def _request(
         self, method: str, path: str, *, token: str | None, read_timeout: float,
@@ -85,7 +87,12 @@ class RelayClient:
         return response
 
     def register(self) -> None:
-        body = {"machine": self.config.machine_name, **self.facts}
+        """Exchange the enrolment secret for an agent token, proving the machine name is ours with
+        the machine key (agent/machine_key.py). A refusal names what to do; it is logged as is."""
+        key = machine_key.load_or_create(self.config.state_dir)
+        if self.secrets is not None:
+            self.secrets.add(key)
+        body = {"machine": self.config.machine_name, "key": key, **self.facts}
         response = self._request("POST", "/api/agent/register", token=self.config.auth_token, read_timeout=30, json=body)
         data = response.json()
         if self.secrets is not None:
@@ -95,15 +102,23 @@ class RelayClient:
 
     def _agent_call(self, method: str, path: str, *, read_timeout: float, **kwargs: Any) -> requests.Response:
         if self.access_token is None:
-            self.register()
+            self._register_unless_renewed(None)
+        token = self.access_token
         try:
-            return self._request(method, path, token=self.access_token, read_timeout=read_timeout, **kwargs)
+            return self._request(method, path, token=token, read_timeout=read_timeout, **kwargs)
         except RelayError as error:
             if not error.needs_register:
                 raise
             log.info("agent token refused (%s): registering again", error.code)
-            self.register()
+            self._register_unless_renewed(token)
             return self._request(method, path, token=self.access_token, read_timeout=read_timeout, **kwargs)
+
+    def _register_unless_renewed(self, refused: str | None) -> None:
+        """Register, unless another thread already did since `refused` was sent: every registration
+        revokes the tokens issued before it, so threads registering in turn would revoke each other's."""
+        with self._renew_lock:
+            if self.access_token == refused:
+                self.register()
 
     def poll(self, hold_seconds: float | None = None, limit: int | None = None) -> list[dict[str, Any]]:
         """Wait for commands (the server's hold, or `hold_seconds`); an empty list when none came.

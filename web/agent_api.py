@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import re
 import select
 import socket
@@ -42,6 +43,7 @@ from web.security.auth import Unauthorized
 bp = Blueprint("agent_api", __name__, url_prefix="/api/agent")
 MACHINE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 MAX_POLL_BATCH = 16
+MACHINE_KEY = re.compile(r"[\x21-\x7e]{32,256}")
 
 
 def _agent() -> str:
@@ -85,6 +87,7 @@ def register():
         raise errors.BadRequest("'roots' must be a list of strings", code="invalid_field")
     machine = svc.relay.register(
         name,
+        key_hash=_key_hash(body),
         hostname=_string(body, "hostname", 255),
         os_name=_string(body, "os", 255),
         version=_string(body, "version", 64),
@@ -98,6 +101,18 @@ def register():
             "poll_timeout_seconds": svc.config.poll_timeout_seconds,
         }
     )
+
+
+def _key_hash(body: dict[str, Any]) -> str | None:
+    """SHA-256 of the machine key the agent sent (docs/ARCHITECTURE.md), or None when it sent none."""
+    key = body.get("key")
+    if key is None:
+        return None
+    if not isinstance(key, str) or not MACHINE_KEY.fullmatch(key):
+        raise errors.BadRequest(
+            "'key' must be 32-256 printable ASCII characters without spaces, e.g. $(openssl rand -hex 32)", code="invalid_machine_key"
+        )
+    return hashlib.sha256(key.encode()).hexdigest()
 
 
 @bp.get("/poll")

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+import re
 
 from flask import Blueprint, g, request
 from peewee import PeeweeException
 
 from web import audit, errors
-from web.http import json_response, query_int, require_owner, services
+from web.http import json_response, query_int, read_json, require_owner, services
 from web.mcp.protocol import SERVER_VERSION
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ def _transport(path: str) -> str:
     return "agent" if path.startswith("/api/agent/") else "rest"
 
 
+KEY_SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 OAUTH_PATHS = ("/authorize", "/token", "/register", "/revoke")
 # Refused for who or where the caller is, wherever it happens: always audited.
 REFUSED_CALLER = frozenset({401, 403, 429})
@@ -99,6 +101,23 @@ def revoke_machine(name: str):
     require_owner()
     machine = services().relay.revoke(name)
     return json_response({"machine": machine.name, "token_generation": machine.token_generation, "revoked": True})
+
+
+@bp.post("/api/machines/<name>/approve")
+def approve_machine(name: str):
+    """Hand a machine name to another agent's key (a reinstalled machine, a lost state folder): body
+    {"key_sha256": "<hex>"}, as the refused agent's log and error name it. The agent holding the name
+    now is out at once (its tokens are revoked, and its key no longer registers)."""
+    require_owner()
+    body = read_json(4096)
+    key_hash = body.get("key_sha256") if isinstance(body, dict) else None
+    if not isinstance(key_hash, str) or not KEY_SHA256.fullmatch(key_hash):
+        raise errors.BadRequest(
+            'body must be {"key_sha256": "<64 hex digits>"}, the SHA-256 the refused agent logged', code="invalid_key_sha256"
+        )
+    machine = services().relay.approve(name, key_hash.lower())
+    log.info("owner approved a new key for machine %r", name)
+    return json_response({"machine": machine.name, "token_generation": machine.token_generation, "key_sha256": machine.key_hash})
 
 
 @bp.get("/api/machines")

@@ -133,8 +133,11 @@ class Machine(BaseModel):
     roots = JSONField(default=list)
     registered_at = DoubleField(default=now)
     last_seen_at = DoubleField(default=now)
-    # Bumped to revoke every token issued to this machine so far.
+    # Bumped to revoke every token issued to this machine so far (by a revocation, an approval, and
+    # every registration).
     token_generation = IntegerField(default=0)
+    # SHA-256 of the key the machine's agent enrolled with (web/relay/machines.py); None: unclaimed.
+    key_hash = CharField(max_length=64, null=True)
 
     class Meta:
         table_name = "machine"
