@@ -32,7 +32,7 @@ from urllib.parse import unquote, urlsplit
 
 import requests
 
-from agent import VERSION
+from agent import VERSION, machine_key
 from agent.client import RelayClient, RelayError, classify, trust_store
 from agent.config import AgentConfig, ConfigError, mask
 
@@ -73,9 +73,11 @@ class Doctor:
 
     def poll_curl(self) -> str:
         """Register and poll by hand, as the agent does (docs/ARCHITECTURE.md has the whole contract)."""
-        body = '{"machine": "%s"}' % self.config.machine_name
+        # The machine key is read from its file by the shell, never printed (agent/machine_key.py).
+        key_file = os.path.join(self.config.state_dir, machine_key.KEY_FILE)
+        body = '"{\\"machine\\": \\"%s\\", \\"key\\": \\"$(cat \'%s\')\\"}"' % (self.config.machine_name, key_file)
         register = self.curl("/api/agent/register", "-X POST -H \"Authorization: Bearer $AUTH_TOKEN\"",
-                             "-H 'Content-Type: application/json'", f"-d '{body}'").replace("curl -v", "curl -s", 1)
+                             "-H 'Content-Type: application/json'", f"-d {body}").replace("curl -v", "curl -s", 1)
         extract = "python3 -c 'import json,sys; print(json.load(sys.stdin)[\"token\"])'"
         poll = self.curl("/api/agent/poll?wait=0&limit=0", "-H \"Authorization: Bearer $TOKEN\"")
         return f"TOKEN=$({register} | {extract}) && {poll}"

@@ -26,7 +26,7 @@ def load_or_create(state_dir: str) -> str:
     if key:
         return key
     os.makedirs(state_dir, mode=0o700, exist_ok=True)
-    temporary = f"{path}.{os.getpid()}.tmp"
+    temporary = f"{path}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
     descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         with os.fdopen(descriptor, "w") as handle:

@@ -28,8 +28,10 @@ def squid(front, tmp_path_factory):
 
 
 def doctor(tmp_path: Path, relay_url: str, token: str, **network: str) -> tuple[int, str]:
+    # One state folder for every run, as on one machine: it holds the key the name 'doc-box' is bound to.
+    state = tmp_path.parent / "doc-box-state"
     env = base_env(RELAY_URL=relay_url, AUTH_TOKEN=token, MACHINE_NAME="doc-box", HOME=str(tmp_path),
-                   CODE_REMOTE_ENV_FILE=str(tmp_path / "none.env"), **agent_network_env(**network))
+                   CODE_REMOTE_ENV_FILE=str(tmp_path / "none.env"), CODE_REMOTE_STATE_DIR=str(state), **agent_network_env(**network))
     done = subprocess.run([PYTHON, "-m", "agent", "doctor"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     return done.returncode, done.stdout
 
