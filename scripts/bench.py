@@ -21,6 +21,14 @@ with the spread of calls/s across repeats.
     .venv/bin/python scripts/bench.py                     # every transport the server has, both clients
     .venv/bin/python scripts/bench.py --calls 1000 --transport sse --client raw --repeat 5
     .venv/bin/python scripts/bench.py --database postgresql     # on a throwaway local PostgreSQL cluster
+    .venv/bin/python scripts/bench.py --database postgresql --instances 3   # through nginx, as a PaaS runs it
+
+`--instances N` runs the stack as a PaaS does (tests/cluster.py): N instances from the Procfile's web line,
+each with `--web-concurrency` workers, on one database, behind nginx doing round robin; the client and
+the agent both go through nginx. The server CPU column then sums every worker of every instance, and a
+`proxy` column gives nginx's. With 2 instances or more it also measures the cross-instance wake-up
+(scripts/bench_wakeup.py: a command submitted on one instance to a poll held on another, bypassing
+nginx) and prints its p50/p95.
 """
 
 from __future__ import annotations
@@ -48,7 +56,9 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import bench_wakeup  # noqa: E402
 from tests import database  # noqa: E402
+from tests.cluster import Cluster  # noqa: E402
 from tests.harness import Agent, Server  # noqa: E402
 from tests.mcp_client import open_session  # noqa: E402
 from web.models import SUCCEEDED, Command, CommandEvent, ToolCall, open_database  # noqa: E402
@@ -56,6 +66,7 @@ from web.models import SUCCEEDED, Command, CommandEvent, ToolCall, open_database
 TOOL, ARGUMENTS = "run_shell_command", {"command": "echo hi"}
 RAW_PROTOCOL_VERSION = "2025-11-25"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+WARM_UP_SECONDS = 60.0  # a row's untimed first call per session
 
 
 @dataclasses.dataclass
@@ -294,9 +305,16 @@ async def run_row(open_one, concurrency: int, calls: int, time_cap: float, cpu: 
     errors: list[str] = []
     remaining = [calls]
     async with AsyncExitStack() as stack:
-        sessions = [await stack.enter_async_context(open_one()) for _ in range(concurrency)]
-        for session in sessions:  # warm each session up, untimed
-            await session.call()
+        try:
+            sessions = [await stack.enter_async_context(open_one()) for _ in range(concurrency)]
+            for session in sessions:  # warm each session up, untimed
+                with anyio.fail_after(WARM_UP_SECONDS):
+                    await session.call()
+        except Exception as error:  # a row whose sessions cannot open is reported, and the run goes on
+            while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+                error = error.exceptions[0]
+            return {"latencies": [], "errors": [f"opening {concurrency} sessions: {type(error).__name__}: {error}"],
+                    "protocol": "-", "elapsed": 1.0, "capped": False, "cpu_ms": [0.0] * len(cpu())}
 
         async def worker(call: Callable[[], Awaitable[str]]) -> None:
             while remaining[0] > 0:
@@ -349,61 +367,94 @@ def main() -> int:
                         help="finished commands of the machine already in the database (default 20000)")
     parser.add_argument("--access-log", choices=["on", "off"], default="on", help="gunicorn's access log (on, as deployed)")
     parser.add_argument("--keep", action="store_true", help="keep the temp folder with the server and agent logs")
+    parser.add_argument("--instances", type=int, default=0,
+                        help="N instances from the Procfile behind nginx round robin (default: one server, no proxy)")
+    parser.add_argument("--web-concurrency", type=int, default=None,
+                        help="gunicorn workers per instance with --instances (default 2 on PostgreSQL, 1 on SQLite)")
+    parser.add_argument("--wakeups", type=int, default=30,
+                        help="cross-instance wake-up samples with --instances 2 or more (default 30; 0 skips)")
     args = parser.parse_args()
+    if args.web_concurrency is None:
+        args.web_concurrency = 2 if args.database == "postgresql" else 1
+    if args.instances and args.database == "sqlite" and args.instances * args.web_concurrency > 1:
+        parser.error("SQLite serves one process: --instances 1 --web-concurrency 1, or --database postgresql")
     levels = [int(c) for c in args.concurrency.split(",")]
     clients = ["official", "raw"] if args.client == "both" else [args.client]
 
     workdir = Path(tempfile.mkdtemp(prefix="code-remote-bench-"))
     database.MODE = args.database
-    server = agent = None
+    server = agent = cluster = None
     try:
-        server = Server(workdir / "server")
-        server.env["ACCESS_LOG"] = "1" if args.access_log == "on" else "0"
-        server.start()
-        fill_history(server.database_url, "bench", args.history)
-        agent = Agent(server, workdir / "agent", "bench").start()
-        worker = gunicorn_worker(server.process.proc.pid)
+        if args.instances:
+            cluster = Cluster(workdir / "cluster", instances=args.instances, agents=0, web_concurrency=args.web_concurrency,
+                              database_kind=args.database, env={"ACCESS_LOG": "1" if args.access_log == "on" else "0"})
+            cluster.start()
+            target, database_url = cluster, cluster.database_url
+        else:
+            server = Server(workdir / "server")
+            server.env["ACCESS_LOG"] = "1" if args.access_log == "on" else "0"
+            server.start()
+            target, database_url = server, server.database_url
+        fill_history(database_url, "bench", args.history)
+        agent = Agent(target, workdir / "agent", "bench").start()
+        workers = ([pid for instance in cluster.instances for pid in instance.worker_pids()] if cluster
+                   else [gunicorn_worker(server.process.proc.pid)])
         agent_pid = agent.process.proc.pid
+        proxy_pid = cluster.balancer.process.proc.pid if cluster else None
 
         def cpu() -> list[float]:
-            return [cpu_seconds(worker), cpu_seconds(agent_pid), time.process_time()]
+            figures = [sum(cpu_seconds(w) for w in workers), cpu_seconds(agent_pid), time.process_time()]
+            return figures + ([cpu_seconds(proxy_pid)] if proxy_pid else [])
+
+        def rss(field: str) -> float:
+            return sum(proc_field(w, field) for w in workers) / 1024
 
         transports = ["sse", "http"] if args.transport == "auto" else [args.transport]
-        if args.transport == "auto" and not has_streamable_http(server):
+        if args.transport == "auto" and not has_streamable_http(target):
             print("Streamable HTTP /mcp: not served by this server; SSE only")
             transports = ["sse"]
         rows = [(t, c, n) for t in transports for c in clients for n in levels]
-        rss_before = proc_field(worker, "VmRSS")
+        rss_before = rss("VmRSS")
         load_before = os.getloadavg()
+        layout = (f"{args.instances} instance(s) x {args.web_concurrency} worker(s) behind nginx round robin"
+                  if cluster else f"one server, server worker pid {workers[0]}")
         print(f"code-remote {revision()}; {os.cpu_count()} CPUs, load {load_before[0]:.2f}; {args.calls} calls per row, "
-              f"{args.repeat} repeats, {args.database} holding {args.history} finished commands, access log {args.access_log}; server worker pid {worker} "
-              f"(RSS {rss_before / 1024:.1f} MB), agent pid {agent_pid}")
+              f"{args.repeat} repeats, {args.database} holding {args.history} finished commands, access log {args.access_log}; "
+              f"{layout} (RSS {rss_before:.1f} MB), agent pid {agent_pid}")
         results: dict[tuple, list[dict[str, Any]]] = {row: [] for row in rows}
         for repeat in range(args.repeat):
             for row in rows:
                 transport, client, concurrency = row
-                outcome = anyio.run(run_row, session_factory(client, transport, server.url, server.token),
+                outcome = anyio.run(run_row, session_factory(client, transport, target.url, target.token),
                                     concurrency, args.calls, args.time_cap, cpu)
                 results[row].append(outcome)
                 print(f"  run {repeat + 1} {transport:4} {client:8} c={concurrency:<3} "
                       f"p50 {percentile(outcome['latencies'], 0.5):6.1f} ms  "
                       f"{len(outcome['latencies']) / outcome['elapsed']:6.0f} calls/s"
-                      + (f"  {len(outcome['errors'])} errors" if outcome["errors"] else "")
+                      + (f"  {len(outcome['errors'])} errors, first: {outcome['errors'][0][:160]}" if outcome["errors"] else "")
                       + ("  (time cap hit)" if outcome["capped"] else ""), flush=True)
-        print_table(results)
-        rss_after = proc_field(worker, "VmRSS")
-        print(f"\nserver worker RSS: {rss_before / 1024:.1f} MB before, {rss_after / 1024:.1f} MB after "
-              f"(peak {proc_field(worker, 'VmHWM') / 1024:.1f} MB); load average {load_before[0]:.2f} -> "
-              f"{os.getloadavg()[0]:.2f}")
+        print_table(results, proxy=bool(proxy_pid))
+        print(f"\nserver worker RSS: {rss_before:.1f} MB before, {rss('VmRSS'):.1f} MB after "
+              f"(peak {rss('VmHWM'):.1f} MB{f', summed over {len(workers)} workers' if len(workers) > 1 else ''}); "
+              f"load average {load_before[0]:.2f} -> {os.getloadavg()[0]:.2f}")
         errors = [e for runs in results.values() for run in runs for e in run["errors"]]
+        if cluster and args.instances >= 2 and args.wakeups > 0:
+            a, b = cluster.instances[0], cluster.instances[1]
+            try:
+                wakeups = bench_wakeup.measure(a.url, b.url, cluster.token, args.wakeups)
+                print(f"cross-instance wake-up (submit on {a.name} to poll answered on {b.name}, {len(wakeups)} samples): "
+                      f"p50 {percentile(wakeups, 0.5):.1f} ms, p95 {percentile(wakeups, 0.95):.1f} ms, "
+                      f"max {max(wakeups):.1f} ms")
+            except Exception as error:  # reported and counted; the table above stands
+                errors.append(f"cross-instance wake-up: {type(error).__name__}: {error}")
+                print(f"cross-instance wake-up (submit on {a.name} to poll answered on {b.name}): failed: {errors[-1]}")
         if errors:
             print(f"{len(errors)} calls failed; first: {errors[0]}")
         return 1 if errors else 0
     finally:
-        if agent:
-            agent.stop()
-        if server:
-            server.stop()
+        for part in (agent, server, cluster):
+            if part:
+                part.stop()
         database.shutdown()
         if args.keep:
             print(f"logs kept in {workdir}")
@@ -411,24 +462,26 @@ def main() -> int:
             shutil.rmtree(workdir, ignore_errors=True)
 
 
-def print_table(results: dict[tuple, list[dict[str, Any]]]) -> None:
+def print_table(results: dict[tuple, list[dict[str, Any]]], *, proxy: bool = False) -> None:
     """Medians over the repeats; calls/s also with its min-max, the measure of how noisy the run was."""
-    print(f"\n{'':42}{'latency ms':^20}  {'calls/s':^19}  {'CPU ms per call':^22}")
+    columns = 4 if proxy else 3
+    print(f"\n{'':42}{'latency ms':^20}  {'calls/s':^19}  {'CPU ms per call':^{22 + 7 * (columns - 3)}}")
     print(f"{'transport':9} {'client':8} {'revision':10} {'conc':>4} {'calls':>5}  {'p50':>6} {'p95':>6} {'p99':>6}  "
-          f"{'median':>7} {'min-max':>11}  {'server':>7} {'agent':>6} {'client':>7}  errors")
+          f"{'median':>7} {'min-max':>11}  {'server':>7} {'agent':>6} {'client':>7}" + (f" {'proxy':>6}" if proxy else "") + "  errors")
     for (transport, client, concurrency), runs in results.items():
         def median(figure: Callable[[dict[str, Any]], float]) -> float:
             return statistics.median(figure(run) for run in runs)
 
         rates = [len(run["latencies"]) / run["elapsed"] for run in runs]
-        cpu = [median(lambda run, i=i: run["cpu_ms"][i]) for i in range(3)]
+        cpu = [median(lambda run, i=i: run["cpu_ms"][i]) for i in range(columns)]
         latency = [median(lambda run, f=f: percentile(run["latencies"], f)) for f in (0.50, 0.95, 0.99)]
         print(
             f"{transport:9} {client:8} {runs[0]['protocol']:10} {concurrency:4} "
             f"{int(median(lambda run: len(run['latencies']))):5}  "
             f"{latency[0]:6.1f} {latency[1]:6.1f} {latency[2]:6.1f}  "
             f"{statistics.median(rates):7.0f} {f'{min(rates):.0f}-{max(rates):.0f}':>11}  "
-            f"{cpu[0]:7.2f} {cpu[1]:6.2f} {cpu[2]:7.2f}  {sum(len(run['errors']) for run in runs):6}"
+            f"{cpu[0]:7.2f} {cpu[1]:6.2f} {cpu[2]:7.2f}" + (f" {cpu[3]:6.2f}" if proxy else "")
+            + f"  {sum(len(run['errors']) for run in runs):6}"
         )
 
 if __name__ == "__main__":

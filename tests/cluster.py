@@ -229,8 +229,8 @@ class Cluster:
         workdir.mkdir(parents=True, exist_ok=True)
         self.database_url = (database.cluster().create_database() if database_kind == "postgresql"
                              else f"sqlite:///{workdir / 'code-remote.db'}")
-        self.env = base_env(AUTH_TOKEN=token, DATABASE_URL=self.database_url, TRUSTED_PROXY_HOPS="1",
-                            ACCESS_LOG="1", **(env or {}))
+        self.env = base_env(**{"AUTH_TOKEN": token, "DATABASE_URL": self.database_url, "TRUSTED_PROXY_HOPS": "1",
+                               "ACCESS_LOG": "1", **(env or {})})
         self.env.pop("XDG_RUNTIME_DIR", None)
         self.instances = [Instance(f"web.{i + 1}", workdir / f"web.{i + 1}", self.env, web_concurrency=web_concurrency)
                           for i in range(instances)]
