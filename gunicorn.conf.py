@@ -15,11 +15,20 @@ poll.
 import gc
 import os
 
-bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"
+
+def _whole(name: str, default: int) -> int:
+    """A whole-number setting from the environment, or an error that names it."""
+    raw = os.environ.get(name, "").strip() or str(default)
+    if not raw.isdigit() or int(raw) < 1:
+        raise SystemExit(f"{name} must be a whole number above 0, got {raw!r}")
+    return int(raw)
+
+
+bind = f"{os.environ.get('HOST', '0.0.0.0')}:{_whole('PORT', 8000)}"
 worker_class = "gevent"
-workers = int(os.environ.get("WEB_CONCURRENCY", "1"))
+workers = _whole("WEB_CONCURRENCY", 1)
 # Past this many open connections new requests hang instead of failing: size it for held polls+streams.
-worker_connections = int(os.environ.get("WORKER_CONNECTIONS", "4000"))
+worker_connections = _whole("WORKER_CONNECTIONS", 4000)
 # With gevent, `timeout` is the worker's own heartbeat, not a per-request limit: long polls are fine.
 timeout = 60
 # SIGTERM (a deploy) waits this long for held polls (<= 25 s) to end before the worker is killed.

@@ -1,7 +1,9 @@
 """Agent configuration, from the environment and an optional `.env` file.
 
-The environment wins over the file. The file is looked for at `$CODE_REMOTE_ENV_FILE`, else `agent/.env`
-beside this package, else `.env` in the current folder. The only reader of the environment in the agent.
+The environment wins over the file. The file is `$CODE_REMOTE_ENV_FILE`, else `agent/.env` beside this
+package. Never a `.env` in the current folder: started inside a project that has one (for its own
+tools), the agent would take that project's RELAY_URL and give a shell on this machine to whatever
+server it names. The only reader of the environment in the agent.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
+import re
 import socket
 from collections.abc import Mapping
 from pathlib import Path
@@ -94,20 +97,20 @@ class AgentConfig:
             roots=tuple(os.path.expanduser(r) if r != "~" else home for r in roots),
             home=home,
             shell=env.get("AGENT_SHELL") or env.get("SHELL") or "/bin/sh",
-            max_output_bytes=int(env.get("MAX_OUTPUT_BYTES", cls.max_output_bytes)),
-            max_read_bytes=int(env.get("MAX_READ_BYTES", cls.max_read_bytes)),
+            max_output_bytes=_size(env, "MAX_OUTPUT_BYTES", cls.max_output_bytes),
+            max_read_bytes=_size(env, "MAX_READ_BYTES", cls.max_read_bytes),
             disabled_tools=_disabled_tools(env.get("DISABLED_TOOLS", "")),
             read_only=_flag(env, "READ_ONLY"),
             allow_persistence_writes=_flag(env, "ALLOW_PERSISTENCE_WRITES"),
             deny_paths=tuple(p for p in env.get("DENY_PATHS", "").split(os.pathsep) if p.strip()),
             command_prefixes=tuple(p.strip() for p in env.get("ALLOWED_COMMANDS", "").split(",") if p.strip()),
             env_file=str(env_file.resolve()) if env_file else "",
-            max_concurrent_commands=int(env.get("MAX_CONCURRENT_COMMANDS", cls.max_concurrent_commands)),
-            backoff_max_seconds=float(env.get("BACKOFF_MAX_SECONDS", cls.backoff_max_seconds)),
-            kill_grace_seconds=float(env.get("KILL_GRACE_SECONDS", cls.kill_grace_seconds)),
+            max_concurrent_commands=int(_number(env, "MAX_CONCURRENT_COMMANDS", cls.max_concurrent_commands, whole=True)),
+            backoff_max_seconds=_number(env, "BACKOFF_MAX_SECONDS", cls.backoff_max_seconds),
+            kill_grace_seconds=_number(env, "KILL_GRACE_SECONDS", cls.kill_grace_seconds),
             state_dir=env.get("CODE_REMOTE_STATE_DIR", "").strip()
             or os.path.join(env.get("XDG_STATE_HOME", "").strip() or os.path.join(home, ".local", "state"), "code-remote"),
-            progress_seconds=float(env.get("PROGRESS_SECONDS", cls.progress_seconds)),
+            progress_seconds=_number(env, "PROGRESS_SECONDS", cls.progress_seconds),
             proxy_url=proxy_for(url, env),
             ca_bundle=ca_bundle_from(env),
             credential_values=credential_values(env),
@@ -222,10 +225,8 @@ def _env_file(environ: Mapping[str, str]) -> Path | None:
     explicit = environ.get("CODE_REMOTE_ENV_FILE")
     if explicit:
         return Path(explicit)
-    for candidate in (Path(__file__).resolve().parent / ".env", Path.cwd() / ".env"):
-        if candidate.is_file():
-            return candidate
-    return None
+    beside = Path(__file__).resolve().parent / ".env"
+    return beside if beside.is_file() else None
 
 
 def read_env_file(path: Path | None) -> dict[str, str]:
@@ -244,6 +245,50 @@ def read_env_file(path: Path | None) -> dict[str, str]:
             value = value[1:-1]
         values[key] = value
     return values
+
+
+# Sizes as people write them: bytes ("1048576"), SI units ("10MB" = 10 000 000, "10kB"), IEC units
+# ("10MiB" = 10 485 760) and single letters as nginx and Docker read them ("10M" = 10MiB, "512k").
+# Case and a space before the unit do not matter. The same grammar is in web/config.py (the agent never imports the server).
+SIZE_UNITS = {
+    "": 1, "b": 1,
+    "k": 1024, "m": 1024**2, "g": 1024**3,
+    "kb": 1000, "mb": 1000**2, "gb": 1000**3,
+    "kib": 1024, "mib": 1024**2, "gib": 1024**3,
+}
+SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*", re.IGNORECASE)
+
+
+def parse_size(name: str, raw: str) -> int:
+    """A size setting in bytes, or a ConfigError naming the setting and what it accepts."""
+    match = SIZE.fullmatch(raw)
+    unit = match and SIZE_UNITS.get(match.group(2).lower())
+    if not match or unit is None:
+        raise ConfigError(f"{name} must be a size such as 10MiB, 10MB, 10M, 512k or 1048576 (bytes), got {raw!r}")
+    value = int(float(match.group(1)) * unit)
+    if value <= 0:
+        raise ConfigError(f"{name} must be above 0 bytes, got {raw!r}")
+    return value
+
+
+def _size(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "").strip()
+    return parse_size(name, raw) if raw else default
+
+
+def _number(env: Mapping[str, str], name: str, default: float, *, whole: bool = False) -> float:
+    """A positive number setting (a whole one where `whole`), or a ConfigError naming it."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf") or (whole and value != int(value)):
+        kind = "a whole number above 0" if whole else "a number above 0"
+        raise ConfigError(f"{name} must be {kind}, got {raw!r}")
+    return int(value) if whole else value
 
 
 def _flag(env: Mapping[str, str], name: str) -> bool:

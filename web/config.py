@@ -10,7 +10,9 @@ import dataclasses
 import hashlib
 import hmac
 import ipaddress
+import math
 import os
+import re
 from collections.abc import Mapping
 
 DEFAULT_DATABASE_URL = "sqlite:///data/code-remote.db"
@@ -99,6 +101,7 @@ class Config:
             default_command_timeout_seconds=_number(
                 env, "COMMAND_TIMEOUT_SECONDS", cls.default_command_timeout_seconds
             ),
+            max_command_timeout_seconds=_number(env, "MAX_COMMAND_TIMEOUT_SECONDS", cls.max_command_timeout_seconds),
             agent_token_max_age_seconds=int(
                 _number(env, "AGENT_TOKEN_MAX_AGE_SECONDS", cls.agent_token_max_age_seconds)
             ),
@@ -112,25 +115,26 @@ class Config:
                 _number(env, "OAUTH_ACCESS_TOKEN_SECONDS", cls.oauth_access_token_seconds)
             ),
             agent_allowed_networks=_networks(env.get("AGENT_ALLOWED_NETWORKS", "")),
-            trusted_proxy_hops=int(_number(env, "TRUSTED_PROXY_HOPS", 0, allow_zero=True)),
-            auth_failures_per_minute=int(
-                _number(env, "AUTH_FAILURES_PER_MINUTE", cls.auth_failures_per_minute)
-            ),
-            client_registrations_per_hour=int(
-                _number(env, "CLIENT_REGISTRATIONS_PER_HOUR", cls.client_registrations_per_hour)
-            ),
-            client_registrations_total_per_hour=int(
-                _number(env, "CLIENT_REGISTRATIONS_TOTAL_PER_HOUR", cls.client_registrations_total_per_hour)
-            ),
-            max_queued_per_machine=int(_number(env, "MAX_QUEUED_PER_MACHINE", cls.max_queued_per_machine)),
+            trusted_proxy_hops=_whole(env, "TRUSTED_PROXY_HOPS", 0, allow_zero=True),
+            auth_failures_per_minute=_whole(env, "AUTH_FAILURES_PER_MINUTE", cls.auth_failures_per_minute),
+            client_registrations_per_hour=_whole(env, "CLIENT_REGISTRATIONS_PER_HOUR", cls.client_registrations_per_hour),
+            client_registrations_total_per_hour=_whole(env, "CLIENT_REGISTRATIONS_TOTAL_PER_HOUR", cls.client_registrations_total_per_hour),
+            max_queued_per_machine=_whole(env, "MAX_QUEUED_PER_MACHINE", cls.max_queued_per_machine),
             tool_wait_seconds=_number(env, "TOOL_WAIT_SECONDS", cls.tool_wait_seconds),
             start_deadline_seconds=_number(env, "START_DEADLINE_SECONDS", cls.start_deadline_seconds),
             lost_after_seconds=_number(env, "LOST_AFTER_SECONDS", cls.lost_after_seconds),
-            max_output_bytes=int(_number(env, "MAX_STORED_OUTPUT_BYTES", cls.max_output_bytes)),
-            tool_output_budget_bytes=int(_number(env, "TOOL_OUTPUT_BUDGET_BYTES", cls.tool_output_budget_bytes)),
+            max_output_bytes=_size(env, "MAX_STORED_OUTPUT_BYTES", cls.max_output_bytes),
+            tool_output_budget_bytes=_size(env, "TOOL_OUTPUT_BUDGET_BYTES", cls.tool_output_budget_bytes),
             metrics_token=env.get("METRICS_TOKEN", "").strip(),
             dashboard_session_seconds=_number(env, "DASHBOARD_SESSION_SECONDS", cls.dashboard_session_seconds),
         )
+
+    def __post_init__(self) -> None:
+        if self.default_command_timeout_seconds > self.max_command_timeout_seconds:
+            raise ConfigError(
+                f"COMMAND_TIMEOUT_SECONDS ({self.default_command_timeout_seconds:g}) is over "
+                f"MAX_COMMAND_TIMEOUT_SECONDS ({self.max_command_timeout_seconds:g}): raise the maximum or lower the default"
+            )
 
     @property
     def agent_signing_keys(self) -> list[str]:
@@ -155,9 +159,48 @@ def _number(env: Mapping[str, str], name: str, default: float, *, allow_zero: bo
         value = float(raw)
     except ValueError:
         raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    if not math.isfinite(value):
+        raise ConfigError(f"{name} must be a finite number, got {raw!r}")
     if value < 0 or (value == 0 and not allow_zero):
         raise ConfigError(f"{name} must be positive, got {raw!r}")
     return value
+
+
+# Sizes as people write them: bytes ("1048576"), SI units ("10MB" = 10 000 000, "10kB"), IEC units
+# ("10MiB" = 10 485 760) and single letters as nginx and Docker read them ("10M" = 10MiB, "512k").
+# Case and a space before the unit do not matter. The same grammar is in agent/config.py (the agent never imports the server).
+SIZE_UNITS = {
+    "": 1, "b": 1,
+    "k": 1024, "m": 1024**2, "g": 1024**3,
+    "kb": 1000, "mb": 1000**2, "gb": 1000**3,
+    "kib": 1024, "mib": 1024**2, "gib": 1024**3,
+}
+SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*", re.IGNORECASE)
+
+
+def parse_size(name: str, raw: str) -> int:
+    """A size setting in bytes, or a ConfigError naming the setting and what it accepts."""
+    match = SIZE.fullmatch(raw)
+    unit = match and SIZE_UNITS.get(match.group(2).lower())
+    if not match or unit is None:
+        raise ConfigError(f"{name} must be a size such as 10MiB, 10MB, 10M, 512k or 1048576 (bytes), got {raw!r}")
+    value = int(float(match.group(1)) * unit)
+    if value <= 0:
+        raise ConfigError(f"{name} must be above 0 bytes, got {raw!r}")
+    return value
+
+
+def _size(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "").strip()
+    return parse_size(name, raw) if raw else default
+
+
+def _whole(env: Mapping[str, str], name: str, default: int, *, allow_zero: bool = False) -> int:
+    """A count setting: a whole number, positive (or zero where allowed)."""
+    value = _number(env, name, default, allow_zero=allow_zero)
+    if value != int(value):
+        raise ConfigError(f"{name} must be a whole number, got {env.get(name, '').strip()!r}")
+    return int(value)
 
 
 def _networks(raw: str) -> tuple[str, ...]:

@@ -3,6 +3,7 @@ and the lease / start / result contract, with commands queued by a real MCP clie
 
 from __future__ import annotations
 
+import subprocess
 import threading
 from typing import Any
 
@@ -173,15 +174,12 @@ def test_an_agent_whose_token_expires_registers_again_and_keeps_serving(tmp_path
 
 
 def test_an_agent_configured_only_by_a_env_file_comes_online(live_server, tmp_path):
-    if (ROOT / "agent" / ".env").exists():
-        pytest.skip("agent/.env exists in this checkout and would be read first")
     home = tmp_path / "home"
     home.mkdir()
-    (tmp_path / ".env").write_text(
+    (tmp_path / "agent.env").write_text(
         f"# written by hand, as a user would\nRELAY_URL={live_server.url}\nAUTH_TOKEN='{live_server.token}'\nMACHINE_NAME=dotenv-box\n"
     )
-    env = base_env(HOME=str(home), PYTHONPATH=str(ROOT), ALLOWED_ROOTS=str(home))
-    env.pop("CODE_REMOTE_ENV_FILE", None)
+    env = base_env(HOME=str(home), PYTHONPATH=str(ROOT), ALLOWED_ROOTS=str(home), CODE_REMOTE_ENV_FILE=str(tmp_path / "agent.env"))
     agent = Process([PYTHON, "-m", "agent"], env=env, log_path=tmp_path / "agent.log", cwd=tmp_path)
     try:
         wait_for(lambda: live_server.machines().get("dotenv-box", {}).get("online"), timeout=20, what="the .env-configured agent online")
@@ -190,3 +188,15 @@ def test_an_agent_configured_only_by_a_env_file_comes_online(live_server, tmp_pa
     finally:
         agent.stop()
     assert live_server.token not in agent.log()
+
+
+def test_a_env_file_in_the_current_folder_is_not_read(live_server, tmp_path):
+    """A project's own .env must not point the agent (a shell on this machine) at another server."""
+    if (ROOT / "agent" / ".env").exists():
+        pytest.skip("agent/.env exists in this checkout and would be read")
+    (tmp_path / ".env").write_text(f"RELAY_URL={live_server.url}\nAUTH_TOKEN={live_server.token}\nMACHINE_NAME=cwd-box\n")
+    env = base_env(HOME=str(tmp_path), PYTHONPATH=str(ROOT))
+    env.pop("CODE_REMOTE_ENV_FILE", None)
+    ran = subprocess.run([PYTHON, "-m", "agent"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert ran.returncode == 2 and "RELAY_URL is not set" in ran.stderr, ran.stderr
+    assert "cwd-box" not in live_server.machines()

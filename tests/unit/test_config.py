@@ -114,3 +114,63 @@ def test_the_agent_process_refuses_to_start_without_auth_token(tmp_path):
     proc = run_agent(agent_env(tmp_path, RELAY_URL="http://127.0.0.1:9"))
     assert proc.returncode == 2
     assert "agent: AUTH_TOKEN is not set: use the token the server was started with" in proc.stderr
+
+
+# --- sizes and numbers: what the docs say is accepted, anything else names the setting -------------
+
+SIZES = [
+    ("1048576", 1048576), ("10MB", 10_000_000), ("10 MB", 10_000_000), ("10mb", 10_000_000), ("10MiB", 10 * 1024**2),
+    ("10mib", 10 * 1024**2), ("10M", 10 * 1024**2), ("10k", 10 * 1024), ("10kB", 10_000), ("10KiB", 10 * 1024),
+    ("1.5GiB", int(1.5 * 1024**3)), ("2G", 2 * 1024**3), ("1GB", 10**9), ("512B", 512), (" 64 KiB ", 64 * 1024),
+]
+BAD_SIZES = ["lots", "10 parsecs", "10MBB", "-1", "0", "0MB", "10 M B", "1e6", "MB", "", "10,5MB", "inf"]
+
+
+@pytest.mark.parametrize("raw, expected", SIZES)
+def test_every_size_setting_of_server_and_agent_accepts_the_same_sizes(tmp_path, raw, expected):
+    server = Config.from_env({"AUTH_TOKEN": TOKEN, "MAX_STORED_OUTPUT_BYTES": raw, "TOOL_OUTPUT_BUDGET_BYTES": raw})
+    assert server.max_output_bytes == server.tool_output_budget_bytes == expected
+    agent = AgentConfig.from_env(agent_env(tmp_path, RELAY_URL="http://x", AUTH_TOKEN=TOKEN, MAX_OUTPUT_BYTES=raw, MAX_READ_BYTES=raw))
+    assert agent.max_output_bytes == agent.max_read_bytes == expected
+
+
+@pytest.mark.parametrize("raw", [r for r in BAD_SIZES if r])
+@pytest.mark.parametrize("name", ["MAX_STORED_OUTPUT_BYTES", "TOOL_OUTPUT_BUDGET_BYTES", "MAX_OUTPUT_BYTES", "MAX_READ_BYTES"])
+def test_a_bad_size_is_refused_naming_the_setting_and_the_accepted_forms(tmp_path, name, raw):
+    with pytest.raises((ConfigError, AgentConfigError)) as caught:
+        if name.startswith(("MAX_STORED", "TOOL_")):
+            Config.from_env({"AUTH_TOKEN": TOKEN, name: raw})
+        else:
+            AgentConfig.from_env(agent_env(tmp_path, RELAY_URL="http://x", AUTH_TOKEN=TOKEN, **{name: raw}))
+    assert str(caught.value).startswith(f"{name} must be") and repr(raw.strip()) in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "name, raw",
+    [("MAX_CONCURRENT_COMMANDS", "many"), ("MAX_CONCURRENT_COMMANDS", "2.5"), ("MAX_CONCURRENT_COMMANDS", "0"),
+     ("BACKOFF_MAX_SECONDS", "soon"), ("KILL_GRACE_SECONDS", "-1"), ("PROGRESS_SECONDS", "nan"), ("PROGRESS_SECONDS", "inf")],
+)
+def test_a_bad_agent_number_names_the_setting(tmp_path, name, raw):
+    with pytest.raises(AgentConfigError, match=f"^{name} must be"):
+        AgentConfig.from_env(agent_env(tmp_path, RELAY_URL="http://x", AUTH_TOKEN=TOKEN, **{name: raw}))
+
+
+@pytest.mark.parametrize(
+    "name, raw",
+    [("MAX_QUEUED_PER_MACHINE", "1.5"), ("TRUSTED_PROXY_HOPS", "one"), ("POLL_TIMEOUT_SECONDS", "nan"), ("LEASE_SECONDS", "inf"),
+     ("MAX_COMMAND_TIMEOUT_SECONDS", "0")],
+)
+def test_a_bad_server_number_names_the_setting(name, raw):
+    with pytest.raises(ConfigError, match=f"^{name} must be"):
+        Config.from_env({"AUTH_TOKEN": TOKEN, name: raw})
+
+
+def test_a_default_command_timeout_over_the_maximum_is_refused():
+    with pytest.raises(ConfigError, match="COMMAND_TIMEOUT_SECONDS .* is over MAX_COMMAND_TIMEOUT_SECONDS"):
+        Config.from_env({"AUTH_TOKEN": TOKEN, "COMMAND_TIMEOUT_SECONDS": "600", "MAX_COMMAND_TIMEOUT_SECONDS": "300"})
+
+
+def test_the_agent_process_with_a_bad_size_exits_with_one_line_naming_it(tmp_path):
+    proc = run_agent(agent_env(tmp_path, RELAY_URL="http://127.0.0.1:9", AUTH_TOKEN=TOKEN, MAX_OUTPUT_BYTES="10 parsecs"))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "agent: MAX_OUTPUT_BYTES must be a size such as 10MiB, 10MB, 10M, 512k or 1048576 (bytes), got '10 parsecs'" in proc.stderr

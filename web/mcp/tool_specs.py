@@ -13,6 +13,8 @@ beyond read/write/list are in web/mcp/file_specs.py; web/mcp/arguments.py checks
 
 from __future__ import annotations
 
+import dataclasses
+
 from web.mcp import result_schemas as out
 from web.mcp.file_specs import FILE_TOOLS
 from web.mcp.spec import MACHINE_PROPERTY, ToolSpec
@@ -33,9 +35,9 @@ CORE_TOOLS = (
             "working_dir": {"type": "string", "description": "Directory to run in (default: the agent's home)."},
             "timeout": {
                 "type": "number",
-                "description": "Seconds before the command is killed (default 30); may exceed the wait of this call.",
+                # Default and maximum come from the server's settings: see `configured`.
+                "description": "Seconds before the command is killed; may exceed the wait of this call.",
                 "exclusiveMinimum": 0,
-                "maximum": 3600,
             },
             "machine": MACHINE_PROPERTY,
         },
@@ -144,3 +146,20 @@ CORE_TOOLS = (
 )
 TOOLS = CORE_TOOLS + FILE_TOOLS
 TOOLS_BY_NAME = {spec.name: spec for spec in TOOLS}
+
+
+def configured(*, default_timeout_seconds: float, max_timeout_seconds: float) -> tuple[ToolSpec, ...]:
+    """The tool table as this server shows and checks it: `run_shell_command`'s timeout gets its
+    default (COMMAND_TIMEOUT_SECONDS) and maximum (MAX_COMMAND_TIMEOUT_SECONDS) from the settings."""
+    specs = []
+    for spec in TOOLS:
+        if spec.name == "run_shell_command":
+            timeout = dict(spec.properties["timeout"])
+            timeout["description"] = (
+                f"Seconds before the command is killed (default {default_timeout_seconds:g}, at most "
+                f"{max_timeout_seconds:g}); may exceed the wait of this call."
+            )
+            timeout["maximum"] = max_timeout_seconds
+            spec = dataclasses.replace(spec, properties={**spec.properties, "timeout": timeout})
+        specs.append(spec)
+    return tuple(specs)

@@ -21,7 +21,7 @@ from web import errors
 from web.audit import AuditEntry, record_refusal
 from web.mcp import outcome, structured
 from web.mcp.arguments import validate_arguments
-from web.mcp.tool_specs import TOOLS, TOOLS_BY_NAME, ToolSpec
+from web.mcp.tool_specs import ToolSpec, configured
 from web.models import TERMINAL_STATES
 from web.relay.relay import Relay
 
@@ -45,6 +45,11 @@ class ToolBox:
     def __init__(self, relay: Relay) -> None:
         self.relay = relay
         self.config = relay.config
+        self.tools = configured(
+            default_timeout_seconds=self.config.default_command_timeout_seconds,
+            max_timeout_seconds=self.config.max_command_timeout_seconds,
+        )
+        self.tools_by_name = {spec.name: spec for spec in self.tools}
         # (session id, JSON-RPC request id) -> command id, for calls still waiting on their command.
         self._inflight: dict[tuple[str, Any], str] = {}
         self._inflight_lock = threading.Lock()
@@ -56,12 +61,12 @@ class ToolBox:
         }
 
     def definitions(self) -> list[mcp_types.Tool]:
-        return [spec.definition() for spec in TOOLS]
+        return [spec.definition() for spec in self.tools]
 
     def call(self, name: str, arguments: Any, context: CallContext) -> mcp_types.CallToolResult:
-        spec = TOOLS_BY_NAME.get(name)
+        spec = self.tools_by_name.get(name)
         if spec is None:
-            error = errors.InvalidParams(f"Unknown tool: {name[:100]!r}. Available: {', '.join(TOOLS_BY_NAME)}")
+            error = errors.InvalidParams(f"Unknown tool: {name[:100]!r}. Available: {', '.join(self.tools_by_name)}")
             record_refusal(
                 transport=context.transport, tool=name, error_code="unknown_tool", message=error.message,
                 session_id=context.session_id, arguments=arguments,
