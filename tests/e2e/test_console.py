@@ -1,0 +1,249 @@
+"""The dashboard in real headless Chromium (Playwright, Debian's chromium) against the real server and
+agent, with MCP calls made by the official client in a separate process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+import requests
+from playwright.sync_api import expect, sync_playwright
+
+from tests.harness import PYTHON, ROOT, Agent, Server
+
+AXE = ROOT / "tests" / "node" / "node_modules" / "axe-core" / "axe.min.js"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+PAGES = ["machines", "live", "history", "access", "connect"]
+PHONE = {"width": 390, "height": 844}
+DESKTOP = {"width": 1280, "height": 860}
+# Set to regenerate docs/console-*.png; normal runs leave the tree alone.
+SCREENSHOTS = os.environ.get("CODE_REMOTE_SCREENSHOTS") == "1"
+
+CLIENT = """
+import json, sys
+from tests.mcp_client import call_tool
+result = call_tool("http", sys.argv[1], sys.argv[2], "run_shell_command", json.loads(sys.argv[3]), overall_timeout=90)
+print(json.dumps({"is_error": result["is_error"], "text": result["text"]}))
+"""
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    server = Server(tmp_path_factory.mktemp("server")).start()
+    agent = Agent(server, tmp_path_factory.mktemp("agent"), "box").start()
+    yield server, agent
+    agent.stop()
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+def signed_in(browser, server: Server, **options):
+    context = browser.new_context(**options)
+    page = context.new_page()
+    page.goto(server.url + "/dashboard/")
+    assert "/dashboard/signin" in page.url
+    page.fill("#owner_secret", server.token)
+    page.click("#signin")
+    expect(page.locator("h1")).to_have_text("Machines")
+    return context, page
+
+
+def client_process(server: Server, arguments: dict) -> subprocess.Popen:
+    """The official MCP client in a process of its own, making one run_shell_command call."""
+    return subprocess.Popen(
+        [PYTHON, "-c", CLIENT, server.url + "/mcp", server.token, json.dumps(arguments)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def finish(process: subprocess.Popen) -> dict:
+    out, err = process.communicate(timeout=90)
+    assert process.returncode == 0, err[-2000:]
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def test_sign_in_shows_the_machines(browser, stack):
+    server, agent = stack
+    context, page = signed_in(browser, server)
+    card = page.locator('li[data-machine="box"]')
+    expect(card.locator(".badge")).to_have_text("online")
+    expect(card).to_contain_text(str(agent.home))
+    context.close()
+
+
+def test_a_wrong_secret_is_refused(browser, stack):
+    server, _ = stack
+    page = browser.new_page()
+    page.goto(server.url + "/dashboard/signin")
+    page.fill("#owner_secret", "not-the-secret")
+    page.click("#signin")
+    expect(page.locator("#error")).to_contain_text("not the owner secret")
+    page.goto(server.url + "/dashboard/machines")
+    assert "/dashboard/signin" in page.url
+    page.close()
+
+
+def test_signed_out_every_page_redirects_to_sign_in(browser, stack):
+    server, _ = stack
+    page = browser.new_page()
+    for name in PAGES:
+        response = page.goto(f"{server.url}/dashboard/{name}")
+        assert "/dashboard/signin" in page.url and response.status == 200
+        assert "box" not in page.content()
+    assert requests.get(server.url + "/dashboard/events", timeout=10).status_code == 401
+    page.close()
+
+
+def test_live_output_reaches_the_page_within_a_second_of_the_agent_sending_it(browser, stack):
+    server, _ = stack
+    context, page = signed_in(browser, server, viewport=DESKTOP)
+    page.goto(server.url + "/dashboard/live")
+    expect(page.locator("#live-status")).to_have_text("Live.")
+    # Note when each line first shows on the page, by the browser's clock (the same host's clock).
+    page.evaluate("""() => {
+        window.seen = {};
+        const note = () => { for (const m of document.getElementById('live').textContent.matchAll(/tick(\\d+)/g))
+            if (!(m[1] in window.seen)) window.seen[m[1]] = Date.now() / 1000; };
+        new MutationObserver(note).observe(document.getElementById('live'), {subtree: true, childList: true, characterData: true});
+    }""")
+    lines = 15
+    process = client_process(server, {"command": f"for i in $(seq 1 {lines}); do echo tick$i; sleep 0.2; done"})
+    card = page.locator("#live li.card").first
+    expect(card.locator(".state")).to_have_text("succeeded", timeout=30000)
+    result = finish(process)
+    assert not result["is_error"] and "tick15" in result["text"]
+    seen = page.evaluate("window.seen")
+    assert sorted(int(n) for n in seen) == list(range(1, lines + 1))
+    # When the server received each line from the agent: the stored chunk that carried it.
+    sent = chunk_times(server, card.get_attribute("data-command"))
+    late = {n: round(seen[str(n)] - sent[n], 3) for n in range(1, lines + 1) if seen[str(n)] - sent[n] > 1.0}
+    assert not late, f"lines shown more than 1 s after the agent sent them: {late}"
+    if SCREENSHOTS:
+        page.screenshot(path=str(ROOT / "docs" / "console-desktop.png"))
+    context.close()
+
+
+def chunk_times(server: Server, command_id: str) -> dict[int, float]:
+    """Line number -> when the chunk holding it was stored, read from the server's database."""
+    from web.models import CommandOutput, db, open_database
+
+    open_database(server.database_url)
+    times = {}
+    with db.connection_context():
+        for chunk in CommandOutput.select().where(CommandOutput.command_id == command_id).order_by(CommandOutput.offset):
+            for word in bytes(chunk.data).decode().split():
+                if word.startswith("tick"):
+                    times[int(word[4:])] = chunk.created_at
+    return times
+
+
+def test_cancel_from_the_page_ends_the_command_and_tells_the_client(browser, stack):
+    server, _ = stack
+    context, page = signed_in(browser, server)
+    process = client_process(server, {"command": "echo started-for-cancel; sleep 30", "machine": "box"})
+    page.goto(server.url + "/dashboard/live")
+    card = page.locator("#live li.card", has_text="started-for-cancel")
+    expect(card.locator(".state")).to_have_text("running", timeout=20000)
+    card.locator("h2 a").click()
+    expect(page.locator("#state")).to_have_text("running")
+    page.click("#cancel")
+    expect(page.locator("#state")).to_have_text("cancelled", timeout=15000)
+    result = finish(process)
+    assert result["is_error"] and "cancelled" in result["text"]
+    expect(page.locator("#timeline")).to_contain_text("by owner")
+    context.close()
+
+
+def test_revoking_an_agent_from_the_page_refuses_its_next_poll(browser, stack):
+    server, _ = stack
+    registered = requests.post(server.url + "/api/agent/register", json={"machine": "spare"}, headers=server.headers(), timeout=10).json()
+    token = {"Authorization": f"Bearer {registered['token']}"}
+    assert requests.get(server.url + "/api/agent/poll?wait=0", headers=token, timeout=10).status_code == 204
+    context, page = signed_in(browser, server)
+    page.click("#revoke-spare")
+    expect(page.locator("h1")).to_have_text("Revoke spare?")
+    page.click("#confirm-revoke")
+    expect(page.locator("[role=status]")).to_contain_text("Revoked spare")
+    # The very next poll is refused (a poll reaching another server process: within a second).
+    poll = requests.get(server.url + "/api/agent/poll?wait=0", headers=token, timeout=10)
+    assert poll.status_code == 401, poll.text
+    context.close()
+
+
+def test_the_history_filters(browser, stack):
+    server, _ = stack
+    for word in ("alpha-marker", "beta-marker"):
+        assert not finish(client_process(server, {"command": f"echo {word}", "machine": "box"}))["is_error"]
+    context, page = signed_in(browser, server)
+    page.goto(server.url + "/dashboard/history")
+    page.fill("#f-text", "alpha-marker")
+    page.click("#apply-filters")
+    rows = page.locator("#commands tbody tr")
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_contain_text("echo alpha-marker")
+    page.fill("#f-text", "-marker")
+    page.select_option("#f-state", "succeeded")
+    page.select_option("#f-machine", "box")
+    page.click("#apply-filters")
+    expect(rows).to_have_count(2)
+    page.select_option("#f-state", "cancelled")
+    page.click("#apply-filters")
+    expect(page.locator("#no-results")).to_be_visible()
+    context.close()
+
+
+def test_a_form_without_the_right_csrf_token_is_refused(browser, stack):
+    server, _ = stack
+    context, page = signed_in(browser, server)
+    for data in ({}, {"csrf_token": "wrong"}):
+        response = page.request.post(server.url + "/dashboard/machines/box/revoke", form=data)
+        assert response.status == 403
+    assert server.machines()["box"]["online"]
+    context.close()
+
+
+def all_pages(server: Server) -> list[str]:
+    commands = server.audit(limit=20)
+    command_id = next(row["command_id"] for row in commands if row["command_id"])
+    return [f"/dashboard/{name}" for name in PAGES] + [f"/dashboard/commands/{command_id}", "/dashboard/machines/box/revoke"]
+
+
+def test_no_page_scrolls_sideways_on_a_phone(browser, stack):
+    server, _ = stack
+    context, page = signed_in(browser, server, viewport=PHONE, is_mobile=True, has_touch=True, device_scale_factor=2)
+    for path in all_pages(server) + ["/dashboard/signin"]:
+        page.goto(server.url + path)
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= PHONE["width"], f"{path} is {width} px wide on a {PHONE['width']} px phone"
+    if SCREENSHOTS:
+        page.goto(server.url + "/dashboard/history")
+        page.screenshot(path=str(ROOT / "docs" / "console-phone.png"))
+    context.close()
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_axe_finds_no_serious_accessibility_violation_on_any_page(browser, stack, scheme):
+    server, _ = stack
+    # axe is injected as a script of the test's own: the page's CSP would rightly refuse it.
+    context, page = signed_in(browser, server, bypass_csp=True, color_scheme=scheme)
+    problems = {}
+    for path in all_pages(server) + ["/dashboard/signin"]:
+        page.goto(server.url + path)
+        page.add_script_tag(path=str(AXE))
+        result = page.evaluate("axe.run(document, {resultTypes: ['violations']})")
+        bad = [f"{v['id']}: {v['help']} ({len(v['nodes'])})" for v in result["violations"] if v["impact"] in ("serious", "critical")]
+        if bad:
+            problems[path] = bad
+    assert not problems, problems
+    context.close()
