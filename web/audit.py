@@ -10,24 +10,18 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-import re
 import time
 from typing import Any
 
 from peewee import PeeweeException
 
-from web import errors, sql
+from web import controls, errors, sql
 from web.models import ToolCall, db, now
 
 log = logging.getLogger(__name__)
 # Control characters other than newline and tab (ANSI escapes, NUL, bidi overrides) are stored as
 # visible escapes, so reading the audit trail in a terminal cannot be hijacked by what was recorded.
-CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
-
-
-def clean(text: str) -> str:
-    """`text` with control characters escaped as \\xNN or \\uNNNN."""
-    return CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 256 else f"\\u{ord(m.group()):04x}", text)
+clean = controls.escape
 
 
 class AuditUnavailable(errors.CodeRemoteError):

@@ -79,7 +79,7 @@ def test_a_command_past_its_timeout_is_an_error_and_its_whole_process_group_is_g
 def test_long_output_is_shown_head_and_tail_with_an_explicit_marker_and_the_rest_can_be_fetched(live_server, live_agent):
     result = call(live_server, "run_shell_command", {"command": "head -c 150000 /dev/zero | tr '\\0' a"})
     assert not result["is_error"] and "a" * 150000 not in result["text"]
-    marker = re.search(r"\[… (\d+) bytes of stdout omitted \(bytes (\d+)-(\d+) of 150000\); read them with get_command_output\(command_id='(\w+)'", result["text"])
+    marker = re.search(r"⟦… (\d+) bytes of stdout omitted \(bytes (\d+)-(\d+) of 150000\); read them with get_command_output\(command_id='(\w+)'", result["text"])
     assert marker, result["text"][-300:]
     omitted, first, command_id = int(marker[1]), int(marker[2]), marker[4]
     assert sum(len(run) for run in re.findall("a{100,}", result["text"])) + omitted == 150000
@@ -159,7 +159,7 @@ def test_output_past_the_agents_cap_is_dropped_on_the_machine_and_said_so(fleet)
     result = call(server, "run_shell_command", {"command": "head -c 5000 /dev/zero | tr '\\0' b; echo done >&2", "machine": "bee"})
     assert not result["is_error"] and re.findall("b{100,}", result["text"]) == ["b" * 1000]
     assert "4000 more bytes of stdout were dropped on the machine" in result["text"]
-    assert "[stderr]\ndone" in result["text"]
+    assert "⟦stderr⟧\ndone\n⟦end of output⟧" in result["text"]
 
 
 def test_naming_an_unknown_machine_lists_the_known_ones(fleet):

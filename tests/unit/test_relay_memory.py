@@ -7,6 +7,7 @@ import pytest
 
 from tests.conftest import replace_config
 from tests.harness import wait_for
+from web import controls
 from web.mcp import outcome
 from web.models import LEASED, QUEUED, RUNNING, SUCCEEDED
 from web.relay.relay import Relay
@@ -60,7 +61,8 @@ def test_a_small_output_answers_the_same_from_memory_as_from_the_database(relay,
     here, _ = outcome.describe(relay, done, waited=1)
     there, _ = outcome.describe(other, other.get(command.id), waited=1)
     assert here == there
-    assert "héllo\nwörld" in here and "[stderr]\nwarn" in here and "[exit code 0]" in here
+    shown = controls.shown(here)
+    assert "héllo\nwörld" in shown and "⟦stderr⟧\nwarn" in shown and shown.endswith("⟦end of output⟧\n[exit code 0]")
 
 
 def test_an_output_cut_by_the_cap_is_read_back_with_its_marker(relay, config):

@@ -1,12 +1,16 @@
 """What the model reads for a file tool's success: short text made from the agent's result.
 
 The same result is also the call's structuredContent (web/mcp/outcome.py), for clients that read it.
+Paths are written by `name` (a newline in a name cannot start a forged line), and a file's own text
+(a diff, a file among several) is ended by a frame that it cannot imitate (web/controls.py).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
+
+from web.controls import frame, name
 
 
 def _checkpoint(result: dict[str, Any]) -> str:
@@ -19,60 +23,61 @@ def _checkpoint(result: dict[str, Any]) -> str:
 
 def write_file(result: dict[str, Any]) -> str:
     if result.get("mode") == "append":
-        text = f"appended {result.get('bytes_written')} bytes to {result.get('path')} (now {result.get('size')} bytes)"
+        text = f"appended {result.get('bytes_written')} bytes to {name(result.get('path'))} (now {result.get('size')} bytes)"
     else:
-        text = f"wrote {result.get('bytes_written')} bytes to {result.get('path')}"
+        text = f"wrote {result.get('bytes_written')} bytes to {name(result.get('path'))}"
     return text + _checkpoint(result)
 
 
 def edit_file(result: dict[str, Any]) -> str:
     count = result.get("replacements", 0)
     if result.get("dry_run"):
-        head = f"dry run: {count} replacement(s) in {result.get('path')} would give this diff (nothing written)"
+        head = f"dry run: {count} replacement(s) in {name(result.get('path'))} would give this diff (nothing written)"
     else:
-        head = f"edited {result.get('path')}: {count} replacement(s)"
-    diff = result.get("diff") or "(no change: the new text equals the old)\n"
-    return f"{head}\n{diff}".rstrip("\n") + _checkpoint(result)
+        head = f"edited {name(result.get('path'))}: {count} replacement(s)"
+    diff = result.get("diff")
+    diff = diff.rstrip("\n") + "\n" + frame("end of diff") if diff else "(no change: the new text equals the old)"
+    return f"{head}\n{diff}" + _checkpoint(result)
 
 
 def move_file(result: dict[str, Any]) -> str:
-    return f"moved {result.get('type')} {result.get('source')} -> {result.get('destination')}" + _checkpoint(result)
+    return f"moved {result.get('type')} {name(result.get('source'))} -> {name(result.get('destination'))}" + _checkpoint(result)
 
 
 def copy_file(result: dict[str, Any]) -> str:
     return (
-        f"copied {result.get('type')} {result.get('source')} -> {result.get('destination')} ({result.get('bytes_copied')} bytes)"
+        f"copied {result.get('type')} {name(result.get('source'))} -> {name(result.get('destination'))} ({result.get('bytes_copied')} bytes)"
         + _checkpoint(result)
     )
 
 
 def make_directory(result: dict[str, Any]) -> str:
     made = result.get("created") or []
-    return f"created {', '.join(made)}" if made else f"{result.get('path')} already exists"
+    return f"created {', '.join(name(m) for m in made)}" if made else f"{name(result.get('path'))} already exists"
 
 
 def delete_path(result: dict[str, Any]) -> str:
     count = result.get("removed_entries", 1)
     inside = f" ({count - 1} entries inside)" if result.get("type") == "directory" and count > 1 else ""
-    return f"deleted {result.get('type')} {result.get('path')}{inside}" + _checkpoint(result)
+    return f"deleted {result.get('type')} {name(result.get('path'))}{inside}" + _checkpoint(result)
 
 
 def get_file_info(result: dict[str, Any]) -> str:
     keys = ("type", "size", "mode", "permissions", "owner", "group", "modified_at", "accessed_at", "changed_at",
             "links", "line_count", "text", "entries", "symlink_target", "resolves_to")
-    return f"{result.get('path')}:\n" + "\n".join(f"  {k}: {result[k]}" for k in keys if k in result and result[k] is not None)
+    return f"{name(result.get('path'))}:\n" + "\n".join(f"  {k}: {name(result[k])}" for k in keys if k in result and result[k] is not None)
 
 
 def read_multiple_files(result: dict[str, Any]) -> str:
     parts = []
     for entry in result.get("files", []):
         if "error" in entry:
-            parts.append(f"=== {entry.get('path')} [error] ===\n{entry['error'].get('message')}")
+            parts.append(f"=== {name(entry.get('path'))} [error] ===\n{name(entry['error'].get('message'))}")
             continue
-        text = entry.get("content", "")
+        text = entry.get("content", "").rstrip("\n") + "\n" + frame(f"end of {name(entry.get('path'))}")
         if entry.get("next_offset"):
-            text += f"\n[… stopped at line {entry['next_offset'] - 1}; read on with read_file(path='{entry.get('path')}', offset={entry['next_offset']}) …]"
-        parts.append(f"=== {entry.get('path')} ===\n{text}")
+            text += f"\n[… stopped at line {entry['next_offset'] - 1}; read on with read_file(path='{name(entry.get('path'))}', offset={entry['next_offset']}) …]"
+        parts.append(f"=== {name(entry.get('path'))} ===\n{text}")
     return "\n".join(parts)
 
 

@@ -3,6 +3,9 @@
 A command the call stopped waiting for is not an error: the text gives its id and state and says how
 to follow it, so the model neither mistakes it for a success nor runs it again. A `lost` command says
 its outcome is unknown.
+
+Output and file contents may imitate this text: where Code Remote's words follow them, a frame
+(web/controls.py) marks where they end, and the real exit code and state are in the structured content.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import datetime
 import json
 from typing import Any
 
+from web.controls import frame, name
 from web.models import CANCELLED, EXPIRED, LEASED, LOST, QUEUED, RUNNING, SUCCEEDED, TIMED_OUT, Command
 from web.mcp import structured
 from web.mcp import file_text
@@ -65,8 +69,8 @@ def _pending(relay, command: Command, waited: float) -> str:
             f"[command {command.id} is still running on {command.machine!r} after {waited:g} s: its outcome is "
             f"unknown so far, and it may still be running. {follow}]"
         )
-        so_far = output.render(relay.output, command, relay.config.tool_output_budget_bytes)
-        return head + ("\n[output so far]\n" + so_far if so_far else "\n[no output so far]")
+        so_far = output.render(relay.output, command, relay.config.tool_output_budget_bytes, mark=frame)
+        return head + ("\n[output so far]\n" + so_far + "\n" + frame("end of the output so far") if so_far else "\n[no output so far]")
     return (
         f"[command {command.id} is {command.state} on {command.machine!r}: the agent has not started it "
         f"after {waited:g} s. It will run once the agent picks it up, or end 'expired' if not started in time. {follow}]"
@@ -74,26 +78,31 @@ def _pending(relay, command: Command, waited: float) -> str:
 
 
 def _shell_text(relay, command: Command, result: dict[str, Any]) -> str:
+    """A shell command's output ended by the frame `⟦end of output⟧` (or `⟦no output⟧`): every word of
+    Code Remote's inside it (the stderr header, an omission) is a frame too, so none can be forged."""
     if "stdout" in result or "stderr" in result:  # an agent that does not stream sends output inline
         text = "\n".join(
-            p for p in ((result.get("stdout") or "").rstrip("\n"), ("[stderr]\n" + result["stderr"].rstrip("\n")) if result.get("stderr") else "") if p
+            p for p in ((result.get("stdout") or "").rstrip("\n"), (frame("stderr") + "\n" + result["stderr"].rstrip("\n")) if result.get("stderr") else "") if p
         )
     else:
-        text = output.render(relay.output, command, relay.config.tool_output_budget_bytes)
+        text = output.render(relay.output, command, relay.config.tool_output_budget_bytes, mark=frame)
+    text = text.lstrip("\n") + "\n" + frame("end of output") if text.strip("\n") else frame("no output")
     for stream in output.STREAMS:
         dropped = result.get(f"{stream}_dropped")
         if dropped:
             text += f"\n[… {dropped} more bytes of {stream} were dropped on the machine: over the agent's output cap …]"
-    return text.lstrip("\n")
+    return text
 
 
 def _format_success(relay, command: Command, result: dict[str, Any]) -> str:
     tool = command.tool
     if tool == "run_shell_command":
-        text = _shell_text(relay, command, result)
-        return (text + "\n" if text else "") + f"[exit code {result.get('exit_code')}]"
+        return _shell_text(relay, command, result) + f"\n[exit code {result.get('exit_code')}]"
     if tool == "read_file":
         text = result.get("content", "")
+        if result.get("next_offset") or result.get("masked"):
+            # Code Remote's words follow the file's: say where the file's end.
+            text = text.rstrip("\n") + "\n" + frame("end of this part of the file" if result.get("next_offset") else "end of the file")
         if result.get("next_offset"):
             text += (
                 f"\n[… stopped at line {result['next_offset'] - 1}"
@@ -105,11 +114,12 @@ def _format_success(relay, command: Command, result: dict[str, Any]) -> str:
     if tool in file_text.FORMATTERS:
         return file_text.FORMATTERS[tool](result)
     if tool == "list_directory":
-        lines = [f"{result.get('path')}:"]
+        lines = [f"{name(result.get('path'))}:"]
         for entry in result.get("entries", []):
             size = f"  {entry['size']} bytes" if entry.get("type") == "file" else ""
             suffix = "/" if entry.get("type") == "directory" else ""
-            lines.append(f"{entry['name']}{suffix}  [{entry.get('type')}]{size}")
+            # A name may hold a newline: written visibly, one entry stays one line.
+            lines.append(f"{name(entry['name'])}{suffix}  [{entry.get('type')}]{size}")
         if result.get("truncated"):
             lines.append(f"[… {result['truncated']} more entries not shown]")
         if len(lines) == 1:
@@ -126,7 +136,7 @@ def new_output(relay, command: Command, sent: dict[str, int]) -> str:
         if have > sent[stream]:
             text, _ = output.page(relay.output, command, stream, sent[stream], MAX_PROGRESS_CHARS)
             sent[stream] = have
-            parts.append(text if stream == "stdout" else "[stderr] " + text)
+            parts.append(text if stream == "stdout" else frame("stderr") + " " + text)
     return "".join(parts)
 
 
@@ -146,6 +156,7 @@ def page_text(relay, command: Command, stream: str, offset: int, budget: int) ->
     typed = structured.page(relay, command, stream, offset, text, next_offset)
     lines.append(f"[{stream} bytes {offset}-{next_offset} of {size}{'' if command.state in (QUEUED, LEASED, RUNNING) else ' (final)'}]")
     lines.append(text.rstrip("\n"))
+    lines.append(frame(f"end of {stream} bytes {offset}-{next_offset}"))
     if next_offset < size:
         lines.append(f"[… more: get_command_output(command_id='{command.id}', stream='{stream}', offset={next_offset}) …]")
     elif command.state in (QUEUED, LEASED, RUNNING):

@@ -17,7 +17,7 @@ from typing import Any
 
 import mcp_types
 
-from web import errors
+from web import controls, errors
 from web.audit import AuditEntry, record_refusal
 from web.mcp import outcome, structured
 from web.mcp.arguments import validate_arguments
@@ -120,7 +120,7 @@ class ToolBox:
             status=command.state,
             is_error=is_error,
             machine=machine,
-            message=text if is_error else "",
+            message=controls.shown(text) if is_error else "",
             error_code=command.error_code,
             exit_code=command.exit_code,
             output_bytes=len(text.encode("utf-8", "surrogatepass")),
@@ -135,7 +135,7 @@ class ToolBox:
         sent = {"stdout": 0, "stderr": 0}
 
         def report(command) -> None:
-            message = outcome.new_output(self.relay, command, sent)
+            message = controls.shown(outcome.new_output(self.relay, command, sent))
             if message:
                 total = sum(sent.values())
                 try:
@@ -226,7 +226,8 @@ class ToolBox:
 
 
 def _text_result(text: str, typed: dict | None = None, *, is_error: bool = False) -> mcp_types.CallToolResult:
-    """A result with its text, and its structured content when it has one (a refusal has none)."""
+    """A result with its text, and its structured content when it has one (a refusal has none).
+    Every answer's text passes here, and only here, through controls.shown (control characters escaped)."""
     return mcp_types.CallToolResult(
-        content=[mcp_types.TextContent(type="text", text=text)], structured_content=typed, is_error=is_error
+        content=[mcp_types.TextContent(type="text", text=controls.shown(text))], structured_content=typed, is_error=is_error
     )

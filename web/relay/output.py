@@ -12,6 +12,7 @@ for what was left out and how to page to it with `get_command_output`; nothing i
 from __future__ import annotations
 
 import collections
+from collections.abc import Callable
 
 from web import sql
 from web.models import Command, CommandOutput, db
@@ -135,16 +136,22 @@ def _shares(command: Command, budget: int) -> dict[str, int]:
     return shares
 
 
-def render(store: OutputStore, command: Command, budget: int) -> str:
-    """Both streams within `budget` bytes: all of it if it fits, else head and tail with markers."""
-    texts = render_streams(store, command, budget)
-    return "\n".join(text if stream == "stdout" else "[stderr]\n" + text for stream, text in texts.items())
+def _bracket(words: str) -> str:
+    return f"[{words}]"
 
 
-def render_streams(store: OutputStore, command: Command, budget: int) -> dict[str, str]:
+def render(store: OutputStore, command: Command, budget: int, mark: Callable[[str], str] = _bracket) -> str:
+    """Both streams within `budget` bytes: all of it if it fits, else head and tail with markers.
+    `mark` writes Code Remote's own words between the output's (the MCP answers pass
+    web/controls.frame, which printed output cannot imitate)."""
+    texts = render_streams(store, command, budget, mark)
+    return "\n".join(text if stream == "stdout" else mark("stderr") + "\n" + text for stream, text in texts.items())
+
+
+def render_streams(store: OutputStore, command: Command, budget: int, mark: Callable[[str], str] = _bracket) -> dict[str, str]:
     """Each stream that received anything, as `render` shows it."""
     shares = _shares(command, budget)
-    return {stream: _render_stream(store, command, stream, shares[stream]) for stream in STREAMS if received(command, stream)}
+    return {stream: _render_stream(store, command, stream, shares[stream], mark) for stream in STREAMS if received(command, stream)}
 
 
 def cut(command: Command, budget: int) -> bool:
@@ -153,7 +160,7 @@ def cut(command: Command, budget: int) -> bool:
     return any(stored(command, s) > shares[s] or received(command, s) > stored(command, s) for s in STREAMS)
 
 
-def _render_stream(store: OutputStore, command: Command, stream: str, share: int) -> str:
+def _render_stream(store: OutputStore, command: Command, stream: str, share: int, mark: Callable[[str], str]) -> str:
     size, total = stored(command, stream), received(command, stream)
     if size <= share:
         text = decode(store.read(command, stream, 0, size)).rstrip("\n")
@@ -169,10 +176,14 @@ def _render_stream(store: OutputStore, command: Command, stream: str, share: int
         tail_start += skip
         text = (
             decode(head_bytes[:head_end])
-            + f"\n[… {tail_start - head_end} bytes of {stream} omitted (bytes {head_end}-{tail_start} of {size}); "
-            f"read them with get_command_output(command_id='{command.id}', stream='{stream}', offset={head_end}) …]\n"
+            + "\n"
+            + mark(
+                f"… {tail_start - head_end} bytes of {stream} omitted (bytes {head_end}-{tail_start} of {size}); "
+                f"read them with get_command_output(command_id='{command.id}', stream='{stream}', offset={head_end}) …"
+            )
+            + "\n"
             + decode(tail_bytes[skip:]).rstrip("\n")
         )
     if total > size:
-        text += f"\n[… {total - size} more bytes of {stream} were not kept: over the server's output cap …]"
+        text += "\n" + mark(f"… {total - size} more bytes of {stream} were not kept: over the server's output cap …")
     return text
