@@ -3,6 +3,7 @@ agent, with MCP calls made by the official client in a separate process."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -181,6 +182,42 @@ def test_revoking_an_agent_from_the_page_refuses_its_next_poll(browser, stack):
     context.close()
 
 
+def test_a_reinstalled_machine_is_handed_its_name_from_the_page(browser, stack):
+    server, _ = stack
+    old_key, new_key = "old-key-" + "a" * 40, "new-key-" + "b" * 40
+
+    def register(key: str) -> requests.Response:
+        return requests.post(server.url + "/api/agent/register", json={"machine": "moved", "key": key}, headers=server.headers(), timeout=10)
+
+    first = register(old_key)
+    assert first.status_code == 200, first.text
+    old_token = {"Authorization": f"Bearer {first.json()['token']}"}
+    refused = register(new_key)
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "machine_key_mismatch"
+    new_hash = hashlib.sha256(new_key.encode()).hexdigest()
+    context, page = signed_in(browser, server)
+    card = page.locator('li[data-machine="moved"]')
+    expect(card).to_contain_text(new_hash[:12])
+    # A key that is not a SHA-256 is refused with a reason, and nothing changes.
+    page.goto(server.url + "/dashboard/machines/moved/approve")
+    csrf = page.locator("input[name=csrf_token]").first.input_value()
+    bad = page.request.post(server.url + "/dashboard/machines/moved/approve", form={"csrf_token": csrf, "key_sha256": "not-a-hash"})
+    assert bad.status == 400 and "64 hexadecimal digits" in bad.text()
+    assert register(new_key).status_code == 403
+    page.goto(server.url + "/dashboard/machines")
+    card.locator("#approve-moved").click()
+    expect(page.locator("h1")).to_have_text("Hand moved to another agent?")
+    expect(page.locator("#key_sha256")).to_have_value(new_hash)
+    page.click("#confirm-approve")
+    expect(page.locator("[role=status]")).to_contain_text("Handed moved")
+    expect(card).not_to_contain_text(new_hash[:12])
+    # The new agent registers; the old one's token and key are refused.
+    assert register(new_key).status_code == 200
+    assert requests.get(server.url + "/api/agent/poll?wait=0", headers=old_token, timeout=10).status_code == 401
+    assert register(old_key).status_code == 403
+    context.close()
+
+
 def test_the_history_filters(browser, stack):
     server, _ = stack
     for word in ("alpha-marker", "beta-marker"):
@@ -216,7 +253,8 @@ def test_a_form_without_the_right_csrf_token_is_refused(browser, stack):
 def all_pages(server: Server) -> list[str]:
     commands = server.audit(limit=20)
     command_id = next(row["command_id"] for row in commands if row["command_id"])
-    return [f"/dashboard/{name}" for name in PAGES] + [f"/dashboard/commands/{command_id}", "/dashboard/machines/box/revoke"]
+    return [f"/dashboard/{name}" for name in PAGES] + [
+        f"/dashboard/commands/{command_id}", "/dashboard/machines/box/revoke", "/dashboard/machines/moved/approve"]
 
 
 def test_no_page_scrolls_sideways_on_a_phone(browser, stack):

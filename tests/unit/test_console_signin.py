@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 import pytest
@@ -12,7 +13,8 @@ from web import create_app
 from web.models import Machine, db
 
 PAGES = ["/dashboard/", "/dashboard/machines", "/dashboard/live", "/dashboard/history", "/dashboard/access",
-         "/dashboard/connect", "/dashboard/commands/0123", "/dashboard/machines/laptop/revoke"]
+         "/dashboard/connect", "/dashboard/commands/0123", "/dashboard/machines/laptop/revoke",
+         "/dashboard/machines/laptop/approve"]
 
 
 def csrf(html: str) -> str:
@@ -39,7 +41,7 @@ def test_signed_out_every_page_redirects_to_sign_in_with_no_data(client, laptop,
 
 def test_signed_out_the_event_stream_and_every_form_are_refused(client, laptop):
     assert client.get("/dashboard/events").status_code == 401
-    for path in ["/dashboard/machines/laptop/revoke", "/dashboard/commands/x/cancel", "/dashboard/access/clients/x/revoke", "/dashboard/connect"]:
+    for path in ["/dashboard/machines/laptop/revoke", "/dashboard/machines/laptop/approve", "/dashboard/commands/x/cancel", "/dashboard/access/clients/x/revoke", "/dashboard/connect"]:
         response = client.post(path, data={"csrf_token": "x", "reveal": "1"})
         assert response.status_code == 401 and TOKEN.encode() not in response.data
     with db.connection_context():
@@ -124,3 +126,13 @@ def test_sign_in_never_redirects_off_the_dashboard(client, target):
     form = client.get("/dashboard/signin")
     response = client.post("/dashboard/signin", data={"csrf_token": csrf(form.get_data(as_text=True)), "owner_secret": TOKEN, "next": target})
     assert response.headers["Location"] == "/dashboard/machines"
+
+
+def test_a_key_refused_a_machine_name_is_offered_on_the_machines_page(client):
+    enrol = {"Authorization": f"Bearer {TOKEN}"}
+    assert client.post("/api/agent/register", json={"machine": "moved", "key": "a" * 40}, headers=enrol).status_code == 200
+    assert client.post("/api/agent/register", json={"machine": "moved", "key": "b" * 40}, headers=enrol).status_code == 403
+    sign_in(client)
+    page = client.get("/dashboard/machines").get_data(as_text=True)
+    assert hashlib.sha256(b"b" * 40).hexdigest()[:12] in page and 'id="approve-moved"' in page
+    assert hashlib.sha256(b"a" * 40).hexdigest()[:12] not in page, "the key that holds the name is not offered"

@@ -17,9 +17,12 @@ from typing import Any
 from peewee import OP, Expression, Value, fn
 
 from web.models import LEASED, QUEUED, RUNNING, STATES, Command, CommandEvent, CommandOutput, Machine, OAuthClient, OAuthGrant, ToolCall, db, now
+from web.relay.machines import refused_key
 
 PAGE_SIZE = 50
 MAX_TEXT_CHARS = 200
+REFUSED_KEY_DAYS = 7
+MAX_REFUSALS = 500
 
 
 @dataclasses.dataclass
@@ -189,6 +192,28 @@ def family_client(family: str) -> str | None:
 def all_machines() -> list[Machine]:
     with db.connection_context():
         return list(Machine.select().order_by(Machine.name))
+
+
+def refused_keys() -> dict[str, list[dict[str, Any]]]:
+    """Per machine, the agents' keys refused its name in the last REFUSED_KEY_DAYS, newest first, each
+    with how often and when last: a reinstalled machine the owner may hand the name to. Read from the
+    audit rows of those refusals (migration 0012 indexes them, so this stays cheap on a long history)."""
+    since = now() - REFUSED_KEY_DAYS * 86400
+    with db.connection_context():
+        rows = list(
+            ToolCall.select(ToolCall.created_at, ToolCall.message)
+            .where((ToolCall.error_code == "machine_key_mismatch") & (ToolCall.created_at >= since))
+            .order_by(ToolCall.created_at.desc())
+            .limit(MAX_REFUSALS)
+            .tuples()
+        )
+    found: dict[str, dict[str, dict[str, Any]]] = {}
+    for at, message in rows:
+        parsed = refused_key(message)
+        if parsed is not None:
+            entry = found.setdefault(parsed[0], {}).setdefault(parsed[1], {"key": parsed[1], "last_at": at, "count": 0})
+            entry["count"] += 1
+    return {name: list(keys.values()) for name, keys in found.items()}
 
 
 def machine(name: str) -> Machine | None:

@@ -12,6 +12,7 @@ from flask import Blueprint, Response, abort, current_app, g, make_response, red
 from werkzeug.exceptions import HTTPException
 
 from web import errors
+from web.api import KEY_SHA256
 from web.console import queries
 from web.console.signin import HEADERS, SignIn, guard, safe_next
 from web.http import services
@@ -161,6 +162,7 @@ def signout():
 def machines():
     relay = services().relay
     load = queries.workload()
+    refused = queries.refused_keys()
     rows = [
         {
             "machine": m,
@@ -168,6 +170,7 @@ def machines():
             "last_seen_at": relay.last_seen_at(m),
             "queued": load.get(m.name, {}).get("queued", 0),
             "running": load.get(m.name, {}).get("running", 0),
+            "refused": [r for r in refused.get(m.name, []) if r["key"] != m.key_hash],
         }
         for m in queries.all_machines()
     ]
@@ -184,6 +187,23 @@ def revoke_machine(name: str):
     services().relay.revoke(name)
     log.info("dashboard: owner revoked machine %s", name)
     return redirect(url_for("console.machines", revoked=name), 303)
+
+
+@bp.route("/machines/<name>/approve", methods=["GET", "POST"])
+def approve_machine(name: str):
+    """Hand a machine's name to another agent's key (a reinstalled machine): the form, then the change."""
+    machine = queries.machine(name)
+    if machine is None:
+        abort(404, f"no machine named {name!r}")
+    key = request.values.get("key_sha256", "").strip().lower()[:64]
+    if request.method == "GET" or not KEY_SHA256.fullmatch(key):
+        error = "" if request.method == "GET" else "The key's SHA-256 is 64 hexadecimal digits, as the refused agent logged it."
+        refused = [r for r in queries.refused_keys().get(name, []) if r["key"] != machine.key_hash]
+        html = render_template("console/approve_machine.html", machine=machine, key=key, refused=refused, error=error, page="machines")
+        return html, 400 if error else 200
+    services().relay.approve(name, key)
+    log.info("dashboard: owner handed machine %s to another key", name)
+    return redirect(url_for("console.machines", approved=name), 303)
 
 
 # --- history and commands -----------------------------------------------------------------------

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import collections
 import hmac
+import re
 import time
 
 from peewee import IntegrityError
@@ -30,6 +31,9 @@ from web.models import Machine, atomic_write, db, now
 
 LAST_SEEN_WRITE_SECONDS = 10.0
 GENERATION_READ_SECONDS = 1.0
+# Reads back what check_key's machine_key_mismatch message names: the machine and the refused key's
+# SHA-256 (the dashboard offers to hand the name to that key). Written and read here only.
+REFUSED_KEY = re.compile(r"machine '(?P<name>[A-Za-z0-9._-]{1,64})' is bound to another agent's key.*?\"key_sha256\": \"(?P<key>[0-9a-f]{64})\"", re.S)
 
 
 class Machines:
@@ -172,7 +176,13 @@ def check_key(machine: Machine, key_hash: str | None) -> None:
     raise errors.Forbidden(
         f"machine {machine.name!r} is bound to another agent's key (the agent that enrolled it first, or one the "
         f"owner approved since), so this agent was refused and the name's commands stay with that agent. If this machine was reinstalled or its state folder lost, the owner can hand the name to "
-        f"this agent with {approve} and the body {{\"key_sha256\": \"{key_hash}\"}} (owner token); otherwise set "
+        f"this agent on the dashboard's Machines page, or with {approve} and the body {{\"key_sha256\": \"{key_hash}\"}} (owner token); otherwise set "
         "another MACHINE_NAME.",
         code="machine_key_mismatch",
     )
+
+
+def refused_key(message: str) -> tuple[str, str] | None:
+    """(machine, key SHA-256) from the audited message of a machine_key_mismatch refusal, or None."""
+    found = REFUSED_KEY.search(message or "")
+    return (found["name"], found["key"]) if found else None
