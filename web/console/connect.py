@@ -79,20 +79,26 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Print the MCP client configurations for a Code Remote server.")
     parser.add_argument("--url", required=True, help="the server's base URL, e.g. http://127.0.0.1:8000")
     parser.add_argument("--port", default="8000", help="the local port, for the tunnel line")
+    parser.add_argument("--public-url", default="", help="the server's PUBLIC_URL (a tunnel's origin), if it has one")
     args = parser.parse_args(argv)
     token = os.environ.get("AUTH_TOKEN", PLACEHOLDER)
     for config in client_configs(args.url.rstrip("/"), token):
-        print(f"{config['name']} ({config['where']}):")
+        print(f"{config['name']}, {config['where']}:")
         print("  " + config["text"].replace("\n", "\n  "))
         print()
     tunnel = installed_tunnel(args.port)
-    if tunnel:
-        print(f"Claude.ai needs a public HTTPS URL; {tunnel['tool']} is installed:")
+    if args.public_url:
+        print(f"Claude.ai: add the custom connector {args.public_url.rstrip('/')}/mcp (Settings → Connectors → Add custom")
+        print("  connector) and approve it with the owner secret; the tunnel must forward to this server.")
+    elif tunnel:
+        print(f"Claude.ai needs a public HTTPS URL; {tunnel['tool']} is installed, so in another terminal:")
         print(f"  {tunnel['command']}")
+        print(f"  ({tunnel['note']})")
         print("  then restart with PUBLIC_URL=https://<the tunnel's host> scripts/dev, and add <that URL>/mcp in Claude.ai")
-        print("  (Settings → Connectors → Add custom connector); sign in there with the owner secret.")
+        print("  (Settings → Connectors → Add custom connector); approve it there with the owner secret.")
     else:
-        print("Claude.ai needs a public HTTPS URL: install cloudflared, ngrok or tailscale (docs/DEPLOYMENT.md, 'From Claude.ai to a local server').")
+        print("Claude.ai needs a public HTTPS URL: install cloudflared, ngrok or tailscale")
+        print("  (docs/DEPLOYMENT.md, 'From Claude.ai to a server on your computer').")
     return 0
 
 
