@@ -117,6 +117,9 @@
   document.addEventListener("DOMContentLoaded", function () {
     var list = document.getElementById("live");
     if (list) liveList(list);
+    // On a phone the history's filters fold away unless some are set: the commands come first.
+    var filters = document.getElementById("filter-box");
+    if (filters && filters.dataset.active === "0" && window.matchMedia("(max-width: 40rem)").matches) filters.open = false;
     var head = document.getElementById("command");
     if (head && head.dataset.live === "yes") commandPage(head);
     document.querySelectorAll("[data-copy]").forEach(function (button) {
