@@ -95,10 +95,13 @@ class RelayClient:
         body = {"machine": self.config.machine_name, "key": key, **self.facts}
         response = self._request("POST", "/api/agent/register", token=self.config.auth_token, read_timeout=30, json=body)
         data = response.json()
+        if not isinstance(data, dict) or not isinstance(data.get("token"), str) or not data["token"]:
+            kind = response.headers.get("Content-Type", "unknown type").split(";")[0]
+            raise RelayError(response.status_code, "http_error", f"a registration answer without a token ({kind}, {len(response.content)} bytes)")
         if self.secrets is not None:
             self.secrets.add(data["token"])
         self.access_token = data["token"]
-        self.poll_timeout_seconds = float(data.get("poll_timeout_seconds", 25))
+        self.poll_timeout_seconds = _hold(data.get("poll_timeout_seconds"))
 
     def _agent_call(self, method: str, path: str, *, read_timeout: float, **kwargs: Any) -> requests.Response:
         if self.access_token is None:
@@ -132,7 +135,7 @@ class RelayClient:
         )
         if response.status_code == 204:
             return []
-        return list(response.json().get("commands", []))
+        return _commands(response)
 
     def start(self, command: dict[str, Any]) -> None:
         """Confirm a leased command; raises RelayError 409/404 when it must not be run."""
@@ -150,6 +153,33 @@ class RelayClient:
     def reconcile(self, keep: list[str]) -> list[str]:
         """After a restart: name the commands still held; the server marks the machine's others lost."""
         return self._agent_call("POST", "/api/agent/reconcile", read_timeout=30, json={"keep": keep}).json()["lost"]
+
+
+MAX_POLL_HOLD_SECONDS = 300.0
+
+
+def _hold(advertised: Any) -> float:
+    """The poll hold the server advertised, if it is a sane number of seconds; else the usual 25."""
+    if isinstance(advertised, (int, float)) and not isinstance(advertised, bool) and 0 < advertised <= MAX_POLL_HOLD_SECONDS:
+        return float(advertised)
+    if advertised is not None:
+        log.warning("the server advertised poll_timeout_seconds=%r; holding polls 25 s instead", advertised)
+    return 25.0
+
+
+def _commands(response: requests.Response) -> list[dict[str, Any]]:
+    """The commands of a 200 poll answer, or a retryable RelayError naming what is wrong with it
+    (an answer from something other than our server must not stop the agent's poller)."""
+    try:
+        commands = response.json()["commands"]
+    except (ValueError, KeyError, TypeError):
+        commands = None
+    if not isinstance(commands, list) or not all(
+        isinstance(c, dict) and isinstance(c.get("id"), str) and isinstance(c.get("tool"), str) for c in commands
+    ):
+        kind = response.headers.get("Content-Type", "unknown type").split(";")[0]
+        raise RelayError(response.status_code, "http_error", f"a poll answer that is not {{\"commands\": [...]}} ({kind}, {len(response.content)} bytes)")
+    return commands
 
 
 def _error(response: requests.Response) -> RelayError:

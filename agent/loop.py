@@ -8,7 +8,10 @@ again), streams its output, and keeps its result in the outbox until the server 
 (agent/delivery.py).
 
 Network trouble is retried with exponential backoff and full jitter, capped; an outage is logged once
-when it starts and once when it ends. The first SIGTERM/SIGINT stops polling and lets running commands
+when it starts and once when it ends. No answer makes the agent spin: an empty answer that comes at once
+(a draining or broken server, a proxy answering for it) is waited out with growing, jittered pauses,
+and each poll asks for the server's hold less up to a fifth at random, so that agents reconnecting
+together after a restart do not keep polling in step. The first SIGTERM/SIGINT stops polling and lets running commands
 finish for a short while; a second one exits at once.
 """
 
@@ -38,18 +41,41 @@ log = logging.getLogger("agent")
 SHUTDOWN_GRACE_SECONDS = 10.0
 # A poll cut after being held this long was a working connection dropped by a middlebox, not an outage.
 DROPPED_POLL_MIN_SECONDS = 1.0
+DROPPED_POLL_JITTER_SECONDS = 0.5
+
+
+# A poll asks for the server's hold less up to this fraction, at random: after a server restart every
+# agent reconnects in the same second, and equal holds would keep their polls ending together.
+POLL_HOLD_JITTER = 0.2
+# An empty answer sooner than this before the asked hold ended came "at once": see _empty_too_soon.
+EARLY_ANSWER_SLACK_SECONDS = 1.0
 
 
 class Backoff:
-    def __init__(self, cap: float, base: float = 0.5) -> None:
-        self.cap, self.base, self.failures = cap, base, 0
+    """Exponential delays with jitter, capped: uniform between `floor` x and all of the current step
+    (base x 2^failures). Full jitter (floor 0) for network trouble; a floor keeps a minimum pause."""
+
+    def __init__(self, cap: float, base: float = 0.5, floor: float = 0.0) -> None:
+        self.cap, self.base, self.floor, self.failures = cap, base, floor, 0
 
     def next_delay(self) -> float:
         self.failures += 1
-        return random.uniform(0, min(self.cap, self.base * 2 ** min(self.failures, 16)))
+        step = min(self.cap, self.base * 2 ** min(self.failures, 16))
+        return random.uniform(step * self.floor, step)
 
     def reset(self) -> None:
         self.failures = 0
+
+
+EARLY_ANSWERS_LOGGED = 3  # consecutive empty answers that came at once before the agent says so
+
+
+def _empty_too_soon(elapsed: float, hold: float) -> bool:
+    """Whether an answer with nothing new came "at once": well before the hold asked for ended, or in
+    under a second whatever the hold. A server answers so when it drains for a restart (every agent
+    it held would poll again in the same instant), when it is broken, or when a proxy answers for it;
+    polling again at once would spin."""
+    return elapsed < max(EARLY_ANSWER_SLACK_SECONDS, hold - EARLY_ANSWER_SLACK_SECONDS)
 
 
 class Agent:
@@ -129,6 +155,9 @@ class Agent:
 
     def _poll_forever(self) -> None:
         backoff = Backoff(self.config.backoff_max_seconds)
+        # Empty answers that came at once (a draining server, a broken one, a proxy answering for it):
+        # waited out with jitter, at least 0.25 s the first time, so that no answer makes a fleet spin.
+        too_soon = Backoff(self.config.backoff_max_seconds, base=0.125, floor=0.5)
         recovered = False
         while not self.stopping.is_set():
             polled_at = time.monotonic()
@@ -143,7 +172,8 @@ class Agent:
                 if not recovered:
                     self._recover()
                     recovered = True
-                commands = self.client.poll(limit=free)
+                hold = self.client.poll_timeout_seconds * random.uniform(1 - POLL_HOLD_JITTER, 1)
+                commands = self.client.poll(hold_seconds=hold, limit=free)
             except (requests.RequestException, RelayError) as error:
                 if isinstance(error, RelayError) and not error.retryable and not error.needs_register:
                     log.error("server refused the agent: %s", error)
@@ -151,20 +181,40 @@ class Agent:
                 if kind == "dropped" and time.monotonic() - polled_at >= DROPPED_POLL_MIN_SECONDS:
                     # A held poll cut by a proxy or load balancer: the link works, poll again at once.
                     log.info("held poll was cut after %.0f s (%s); polling again", time.monotonic() - polled_at, reason)
+                    # A restart cuts every agent's poll at once: a little jitter spreads their return.
+                    self.stopping.wait(random.uniform(0, DROPPED_POLL_JITTER_SECONDS))
                     continue
                 if kind in ("proxy_refused", "tls") and self._outage_since is None:
                     log.error("%s", reason)  # retrying will not help until the settings change
                 self._outage(error)
                 self.stopping.wait(backoff.next_delay())
                 continue
+            except Exception:  # a defect or an answer nothing here foresaw: never the end of the poller
+                log.exception("unexpected error while polling; retrying with backoff")
+                self.stopping.wait(backoff.next_delay())
+                continue
             backoff.reset()
             self._recovered()
+            started = 0
             for command in commands:
                 if self._first_time(command["id"], command.get("lease", 0)):
                     self._slots.acquire()
                     with self._running_lock:
                         self._running += 1
                     self._dispatch(command)
+                    started += 1
+            if started or not _empty_too_soon(time.monotonic() - polled_at, hold):
+                if too_soon.failures >= EARLY_ANSWERS_LOGGED:
+                    log.info("polls are held again after %d answers that came at once", too_soon.failures)
+                too_soon.reset()
+                continue
+            delay = too_soon.next_delay()
+            if too_soon.failures == EARLY_ANSWERS_LOGGED:
+                log.warning(
+                    "the server answered %d polls at once with nothing new; polling again with growing pauses (now %.1f s)",
+                    too_soon.failures, delay,
+                )
+            self.stopping.wait(delay)
 
     def _dispatch(self, command: dict[str, Any]) -> None:
         """Hand a command to an idle worker, or start one (at most one per slot)."""

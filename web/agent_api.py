@@ -27,15 +27,12 @@ import base64
 import binascii
 import hashlib
 import re
-import select
-import socket
-import ssl
-from collections.abc import Callable
 from typing import Any
 
 from flask import Blueprint, Response, request
 
 from web import errors
+from web.hangup import hang_up_check
 from web.http import compact_json_response, json_response, query_int, query_seconds, read_json, services
 from web.models import Command
 from web.security.auth import Unauthorized
@@ -123,28 +120,10 @@ def poll():
     # ASCII digits only (no NaN, inf, '²' or '1_0'): a NaN once would have held the poll forever.
     wait = query_seconds("wait", hold, maximum=hold, code="invalid_wait")
     limit = min(query_int("limit", MAX_POLL_BATCH, minimum=0, code="invalid_limit"), MAX_POLL_BATCH)
-    commands = svc.relay.poll(machine, wait, limit, gone=_hung_up())
+    commands = svc.relay.poll(machine, wait, limit, gone=hang_up_check(request.environ.get("gunicorn.socket")))
     if not commands:
         return Response(status=204)
     return compact_json_response({"commands": [_wire(c) for c in commands]})
-
-
-def _hung_up() -> Callable[[], bool] | None:
-    """For a held poll: whether the agent has closed its connection. It sends nothing while it
-    waits, so a readable socket means end of file. Without this check a dead poll (a stopped or
-    crashed agent) kept its machine online for the whole hold and leased commands into the void."""
-    sock = request.environ.get("gunicorn.socket")
-    if sock is None or isinstance(sock, ssl.SSLSocket):  # TLS framing hides a plain end of file
-        return None
-
-    def hung_up() -> bool:
-        try:
-            readable, _, _ = select.select([sock], [], [], 0)
-            return bool(readable) and sock.recv(1, socket.MSG_PEEK) == b""
-        except (OSError, ValueError):
-            return True
-
-    return hung_up
 
 
 def _wire(command: Command) -> dict[str, Any]:

@@ -70,9 +70,10 @@ def test_agent_works_through_squid_with_basic_auth_and_no_poll_is_cut(server, fr
         assert not result["is_error"] and "via-squid" in result["text"]
 
         def held_polls() -> int:
-            # gunicorn's access log: a poll that ran its whole hold and ended with 204.
+            # gunicorn's access log: a poll that ran its whole hold and ended with 204 (the agent asks
+            # for the advertised hold less up to a fifth, at random).
             times = re.findall(r'"GET /api/agent/poll(?:\?\S*)? HTTP/1.1" 204 \S+ (\d+)ms', server.process.log())
-            return sum(1 for t in times if int(t) >= POLL_HOLD_SECONDS * 1000 - 100)
+            return sum(1 for t in times if int(t) >= POLL_HOLD_SECONDS * 800 - 100)
 
         wait_for(lambda: held_polls() >= 2, timeout=4 * POLL_HOLD_SECONDS, interval=0.2, what="two full poll holds")
     finally:
@@ -87,7 +88,7 @@ def test_agent_works_through_squid_with_basic_auth_and_no_poll_is_cut(server, fr
     # command's start and result, sent while a poll is held, take a second connection.)
     tunnels = _tunnels(squid)
     assert {status for _, status in tunnels} == {"TCP_TUNNEL/200"} and len(tunnels) <= 2, tunnels
-    assert max(duration for duration, _ in tunnels) >= 2 * POLL_HOLD_SECONDS * 1000
+    assert max(duration for duration, _ in tunnels) >= 2 * POLL_HOLD_SECONDS * 800 - 200
     # Every poll but the one held when the agent was stopped (nginx's 499) ended normally.
     polls = [line for line in front.access_log.read_text().splitlines() if "/api/agent/poll" in line]
     assert len(polls) >= 3 and all(re.search(r'HTTP/1.1" (200|204) ', line) for line in polls[:-1]), polls
