@@ -16,7 +16,7 @@ WORKDIR /app
 COPY requirements.txt ./
 RUN pip install -r requirements.txt
 
-COPY wsgi.py gunicorn.conf.py Procfile ./
+COPY wsgi.py gunicorn.conf.py gunicorn_worker.py Procfile ./
 COPY web ./web
 COPY migrations ./migrations
 COPY scripts/start-server ./scripts/start-server

@@ -14,6 +14,11 @@ poll.
 
 import gc
 import os
+import sys
+
+# gunicorn reads this file before it changes to the app's folder: make the worker module importable.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import gunicorn_worker  # noqa: E402  (reads HEADER_TIMEOUT_SECONDS, ..., MAX_CONNECTIONS_PER_ADDRESS)
 
 
 def _whole(name: str, default: int) -> int:
@@ -25,7 +30,9 @@ def _whole(name: str, default: int) -> int:
 
 
 bind = f"{os.environ.get('HOST', '0.0.0.0')}:{_whole('PORT', 8000)}"
-worker_class = "gevent"
+# gevent's worker, with deadlines for request headers and bodies and a cap on connections per client
+# address, so that slow clients cannot hold a worker's connections (gunicorn_worker.py).
+worker_class = gunicorn_worker.GuardedGeventWorker
 workers = _whole("WEB_CONCURRENCY", 1)
 # Past this many open connections new requests hang instead of failing: size it for held polls+streams.
 worker_connections = _whole("WORKER_CONNECTIONS", 4000)

@@ -105,6 +105,12 @@ class Conflict(CodeRemoteError):
     jsonrpc_code = jsonrpc.INVALID_REQUEST
 
 
+class RequestTimeout(CodeRemoteError):
+    code = "body_timeout"
+    http_status = 408
+    jsonrpc_code = jsonrpc.INVALID_REQUEST
+
+
 class PayloadTooLarge(CodeRemoteError):
     code = "payload_too_large"
     http_status = 413

@@ -97,6 +97,8 @@ def read_json(max_bytes: int) -> Any:
     try:
         data = request.get_data(cache=False)
     except Exception as error:  # the WSGI server's own errors: a broken chunked encoding, a dropped connection
+        if getattr(error, "code", None) == 408:  # the body did not arrive in time (gunicorn_worker.SlowClient)
+            raise errors.RequestTimeout(str(getattr(error, "description", "") or "the request body did not arrive in time")) from None
         raise errors.BadRequest(f"request body could not be read: {type(error).__name__}", code="unreadable_body") from None
     if len(data) > max_bytes:
         raise errors.PayloadTooLarge(f"request body is over the {max_bytes}-byte limit")
