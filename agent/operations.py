@@ -46,6 +46,7 @@ def perform(
             max_output_bytes=config.max_output_bytes,
             kill_grace_seconds=config.kill_grace_seconds,
             secrets=secrets,
+            keep_background=arguments.get("keep_background") is True,
             **shell_options,
         )
     if tool == "read_file":

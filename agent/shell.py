@@ -21,11 +21,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from agent import escapes
 from agent.errors import OperationError
 from agent.masking import Secrets, StreamMasker
 
 DRAIN_AFTER_EXIT_SECONDS = 0.5
 READ_CHUNK = 65536
+MAX_LISTED_PROCESSES = 50
 
 
 def _decode(data: bytes) -> str:
@@ -158,6 +160,7 @@ def run(
     on_tick: Callable[[], None] | None = None,
     secrets: Secrets | None = None,
     env: dict[str, str] | None = None,
+    keep_background: bool = False,
 ) -> dict[str, Any]:
     """Run `command`; return stdout, stderr, exit code, whether it timed out and how long it took.
 
@@ -165,10 +168,15 @@ def run(
     `cancel` ends the process group when set; `on_start(pgid)` is called once it exists; `on_tick()`
     is called at least every 0.2 s while the command runs when `cancel` is given. Every occurrence of
     `secrets` in the output is masked as it is read (the result's `masked` counts them); `env` is the
-    command's environment (default: the agent's own, already scrubbed of its credentials)."""
+    command's environment (default: the agent's own, already scrubbed of its credentials).
+
+    Processes the command started that are still alive when it ends (agent/escapes.py) are ended, or
+    with `keep_background` left running; the result lists them as `background_ended` or `background`."""
     if not os.path.isdir(cwd):
         raise OperationError("working_dir_not_found", f"working directory does not exist: {cwd}")
     started = time.monotonic()
+    cookie = escapes.new_cookie()
+    env = {**(os.environ if env is None else env), escapes.COOKIE_VARIABLE: cookie}
     try:
         proc = subprocess.Popen(
             [shell, "-c", command],
@@ -214,7 +222,7 @@ def run(
                 exited_at = t
             if exited_at is not None and t - exited_at > DRAIN_AFTER_EXIT_SECONDS:
                 # The shell is gone but something it started still holds the pipes: stop waiting.
-                _kill_group(pgid, signal.SIGKILL)
+                # It is ended below with the command's other leftovers, unless the call keeps them.
                 break
             if exited_at is None and t >= deadline and term_sent_at is None:
                 timed_out = True
@@ -285,6 +293,14 @@ def run(
         if proc.poll() is None:
             _kill_group(pgid, signal.SIGKILL)
             proc.wait()
+    # Whatever still carries the command's cookie outlived it: left the group (setsid, a `set -m` job)
+    # or stayed in it past the shell's exit (nohup, a double fork). The group is ended as well, for
+    # a process that cleared its environment.
+    if keep_background:
+        left = escapes.marked(cookie)
+    else:
+        left = escapes.end(cookie, kill_grace_seconds)
+        _kill_group(pgid, signal.SIGKILL)
     result: dict[str, Any] = {
         "exit_code": returncode if returncode >= 0 else 128 - returncode,
         "timed_out": timed_out,
@@ -306,4 +322,8 @@ def run(
             result[f"{name}_bytes"] = len(capture.kept) + capture.dropped
     if returncode < 0:
         result["signal"] = signal.Signals(-returncode).name
+    if left:
+        result["background" if keep_background else "background_ended"] = left[:MAX_LISTED_PROCESSES]
+        if len(left) > MAX_LISTED_PROCESSES:
+            result["background_count"] = len(left)
     return result

@@ -3,6 +3,8 @@ group, the output cap and non-UTF-8 output. Commands run only in scratch folders
 
 from __future__ import annotations
 
+import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -105,3 +107,29 @@ def test_a_spill_puts_what_was_held_in_the_files_before_later_output(tmp_path):
     spool.write("stdout", b"late")
     spool.close()
     assert (tmp_path / "spool" / "stdout").read_bytes() == b"early late" and (tmp_path / "spool" / "stderr").read_bytes() == b""
+
+
+def test_a_process_that_left_the_session_is_ended_at_the_end_and_named(tmp_path):
+    result = run(f"setsid sleep 300 >/dev/null 2>&1 & echo $! > {tmp_path}/pid", tmp_path)
+    pid = int((tmp_path / "pid").read_text())
+    assert gone(pid), "the setsid sleep outlived its command"
+    assert pid in [p["pid"] for p in result["background_ended"]]  # named 'setsid' or 'sleep': it may not have exec'd yet
+
+
+def test_keep_background_leaves_a_daemon_running_and_lists_it(tmp_path):
+    result = shell.run(
+        f"setsid sleep 300 & echo $! > {tmp_path}/pid; echo ok", shell="/bin/sh", cwd=str(tmp_path),
+        timeout_seconds=10, max_output_bytes=1000, kill_grace_seconds=0.5, keep_background=True,
+    )
+    pid = int((tmp_path / "pid").read_text())
+    try:
+        assert process_alive(pid) and result["stdout"] == "ok\n"
+        assert result["background"] == [{"pid": pid, "name": "sleep"}]
+    finally:
+        os.kill(pid, signal.SIGKILL)
+
+
+def test_each_command_gets_its_own_cookie(tmp_path):
+    first = run('echo "$CODE_REMOTE_COMMAND_COOKIE"', tmp_path)["stdout"].strip()
+    second = run('echo "$CODE_REMOTE_COMMAND_COOKIE"', tmp_path)["stdout"].strip()
+    assert len(first) == 32 and len(second) == 32 and first != second

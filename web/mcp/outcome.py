@@ -28,6 +28,8 @@ def describe(relay, command: Command, *, waited: float) -> tuple[str, bool]:
     if command.state in (QUEUED, LEASED, RUNNING):
         return _pending(relay, command, waited), False
     text, is_error = _describe_finished(relay, command)
+    if command.tool == "run_shell_command":
+        text += background_note(command.result or {})
     masked = (command.result or {}).get("masked")
     if isinstance(masked, int) and masked > 0:
         text += (
@@ -57,6 +59,22 @@ def _describe_finished(relay, command: Command) -> tuple[str, bool]:
         text = command.error_message or "outcome unknown"
         return f"command {command.id} on {command.machine!r} is lost: {text}", True
     return command.error_message or f"command ended {command.state}", True
+
+
+def background_note(result: dict[str, Any]) -> str:
+    """What became of the processes a shell command left running (agent/escapes.py), or ""."""
+    notes = []
+    for key, verb in (("background_ended", "ended"), ("background", "left running, as asked")):
+        listed = result.get(key)
+        if not isinstance(listed, list) or not listed:
+            continue
+        names = ", ".join(
+            f"pid {p.get('pid')} ({name(str(p.get('name', '?')))[:64]})" for p in listed[:10] if isinstance(p, dict)
+        )
+        count = result.get("background_count") if isinstance(result.get("background_count"), int) else len(listed)
+        more = f" and {count - 10} more" if count > 10 else ""
+        notes.append(f"\n[{count} process{'es' if count != 1 else ''} the command started outlived it and {'were' if count != 1 else 'was'} {verb}: {names}{more}]")
+    return "".join(notes)
 
 
 def _pending(relay, command: Command, waited: float) -> str:
@@ -168,6 +186,9 @@ def page_text(relay, command: Command, stream: str, offset: int, budget: int) ->
     other = "stderr" if stream == "stdout" else "stdout"
     if output.stored(command, other):
         lines.append(f"[{other} has {output.stored(command, other)} bytes: pass stream='{other}']")
+    note = background_note(command.result or {})
+    if note:
+        lines.append(note.lstrip("\n"))
     return "\n".join(line for line in lines if line is not None), typed
 
 

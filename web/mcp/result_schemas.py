@@ -53,7 +53,21 @@ def _object(properties: dict[str, Any], required: list[str] | None = None) -> di
     return schema
 
 
-SHELL = _object({**COMMAND, "stdout": {"type": "string"}, "stderr": {"type": "string"}, "message": {"type": "string"}}, COMMAND_REQUIRED)
+PROCESSES = {
+    "type": "array",
+    "items": {"type": "object", "properties": {"pid": {"type": "integer"}, "name": {"type": "string"}}, "required": ["pid", "name"]},
+}
+SHELL = _object(
+    {
+        **COMMAND,
+        "stdout": {"type": "string"},
+        "stderr": {"type": "string"},
+        "message": {"type": "string"},
+        "background": {**PROCESSES, "description": "Processes it started that were left running, as asked (keep_background)."},
+        "background_ended": {**PROCESSES, "description": "Processes it started that outlived it and were ended."},
+    },
+    COMMAND_REQUIRED,
+)
 OUTPUT_PAGE = _object(
     {**COMMAND, "stream": {"type": "string"}, "offset": {"type": "integer"}, "stored_bytes": {"type": "integer"}, "output": {"type": "string"}},
     COMMAND_REQUIRED,

@@ -79,7 +79,22 @@ def shell(relay, command: Command) -> dict[str, Any]:
     fields["truncated"] = bool(truncated)
     fields["stdout"] = texts.get("stdout", "")
     fields["stderr"] = texts.get("stderr", "")
+    for key in ("background", "background_ended"):
+        listed = processes(result.get(key))
+        if listed:
+            fields[key] = listed
     return fields
+
+
+def processes(listed: Any) -> list[dict[str, Any]]:
+    """Processes an agent listed as [{"pid", "name"}], keeping only well-formed entries."""
+    if not isinstance(listed, list):
+        return []
+    return [
+        {"pid": p["pid"], "name": str(p.get("name", "?"))[:64]}
+        for p in listed[:50]
+        if isinstance(p, dict) and isinstance(p.get("pid"), int) and not isinstance(p.get("pid"), bool)
+    ]
 
 
 def relayed(relay, command: Command) -> dict[str, Any]:

@@ -26,13 +26,19 @@ CORE_TOOLS = (
     ToolSpec(
         "run_shell_command",
         "Run a shell command on a machine; returns stdout, stderr and exit code (non-zero is reported, not "
-        "a tool failure). Stdin is closed. At the timeout its whole process group is killed. If it is still "
+        "a tool failure). Stdin is closed. When it ends, times out or is cancelled, every process it started is "
+        "ended (see keep_background). If it is still "
         "running when this call stops waiting (under a minute), the answer gives its command_id and output so "
         "far: follow it with get_command_output, stop it with cancel_command, never re-run it. Long output "
         "shows head and tail; page the rest with get_command_output.",
         {
             "command": {"type": "string", "description": "The command line, as typed in a shell.", "minLength": 1, "maxLength": 65536},
             "working_dir": {"type": "string", "description": "Directory to run in (default: the agent's home)."},
+            "keep_background": {
+                "type": "boolean",
+                "description": "Leave processes it starts in the background (daemons, nohup, setsid) running after it ends; "
+                "they are listed by pid and name. Default false: they are ended with it.",
+            },
             "timeout": {
                 "type": "number",
                 # Default and maximum come from the server's settings: see `configured`.

@@ -1,0 +1,136 @@
+"""Processes that escaped a command: found by a cookie in their environment, then ended or listed.
+
+A command runs in a process group of its own, and its timeout or cancellation ends that group. But a
+process can leave the group: `setsid sleep 300 &`, `nohup … &` (it stays in the group, yet outlives a
+shell that exits normally), a double fork, or a `set -m` job, which gets a group of its own. Such a
+process outlived its command, its timeout and its cancellation, and nothing reported it.
+
+Every command's shell gets `CODE_REMOTE_COMMAND_COOKIE=<random>` in its environment, and every
+process it starts inherits it (an environment is copied at fork and kept through exec, unless a
+program clears it on purpose), as Jenkins' process tree killer does. When the command ends, times out
+or is cancelled, the processes carrying its cookie are found (`/proc/<pid>/environ` on Linux; `ps`
+showing environments on macOS) and ended: SIGTERM, then SIGKILL after the grace period, in rounds
+until none is left (a process may fork while being ended). Where the call asked to keep them
+(`keep_background`), they are only listed. Either way the result names them by pid and name.
+
+A process id can be reused: before each signal the process is checked to still carry the cookie, and
+on Linux the signal goes through a pidfd opened before that check, so it cannot reach a newcomer.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+
+log = logging.getLogger(__name__)
+
+COOKIE_VARIABLE = "CODE_REMOTE_COMMAND_COOKIE"
+MAX_ROUNDS = 5
+
+
+def new_cookie() -> str:
+    return secrets.token_hex(16)
+
+
+def marked(cookie: str) -> list[dict[str, object]]:
+    """The live processes carrying `cookie`, as [{"pid", "name"}], oldest pid first; zombies left out."""
+    if os.path.isdir("/proc/self"):
+        return _marked_proc(cookie)
+    if sys.platform == "darwin":
+        return _marked_ps(cookie)
+    return []  # no way to look here: nothing is claimed
+
+
+def _entry(cookie: str) -> bytes:
+    return f"{COOKIE_VARIABLE}={cookie}".encode()
+
+
+def _carries(pid: int, cookie: str) -> bool:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as handle:
+            return _entry(cookie) in handle.read().split(b"\0")
+    except OSError:  # gone, a zombie (empty), or another user's: not ours to end
+        return False
+
+
+def _name(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm", encoding="utf-8", errors="replace") as handle:
+            return handle.read().strip()
+    except OSError:
+        return "?"
+
+
+def _marked_proc(cookie: str) -> list[dict[str, object]]:
+    me = os.getpid()
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) != me and _carries(int(entry), cookie):
+            found.append({"pid": int(entry), "name": _name(int(entry))})
+    return sorted(found, key=lambda p: p["pid"])
+
+
+def _marked_ps(cookie: str) -> list[dict[str, object]]:
+    """macOS: `ps -E` appends each of our own processes' environment to its command line."""
+    try:
+        listing = subprocess.run(
+            ["ps", "-axwwE", "-o", "pid=,stat=,comm=,command="], capture_output=True, text=True, errors="replace", timeout=10, check=False
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    found = []
+    needle = f"{COOKIE_VARIABLE}={cookie}"
+    for line in listing.splitlines():
+        fields = line.split(None, 3)
+        if len(fields) == 4 and needle in fields[3].split() and not fields[1].startswith("Z") and int(fields[0]) != os.getpid():
+            found.append({"pid": int(fields[0]), "name": os.path.basename(fields[2])})
+    return sorted(found, key=lambda p: p["pid"])
+
+
+def _signal(pid: int, cookie: str, sig: int) -> None:
+    """Send `sig` to `pid` if it still carries `cookie` (through a pidfd where there is one)."""
+    pidfd = None
+    try:
+        pidfd = os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        pass
+    try:
+        if sys.platform == "darwin" or _carries(pid, cookie):
+            if pidfd is not None:
+                signal.pidfd_send_signal(pidfd, sig)
+            else:
+                os.kill(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+    finally:
+        if pidfd is not None:
+            os.close(pidfd)
+
+
+def end(cookie: str, grace_seconds: float) -> list[dict[str, object]]:
+    """End every process carrying `cookie`: SIGTERM, then SIGKILL after `grace_seconds`, in rounds.
+    Returns those found, as [{"pid", "name"}]."""
+    ended: dict[int, dict[str, object]] = {}
+    for _ in range(MAX_ROUNDS):
+        found = marked(cookie)
+        if not found:
+            break
+        for process in found:
+            ended.setdefault(int(process["pid"]), process)
+            _signal(int(process["pid"]), cookie, signal.SIGTERM)
+        deadline = time.monotonic() + grace_seconds
+        while time.monotonic() < deadline and marked(cookie):
+            time.sleep(0.02)
+        for process in marked(cookie):
+            ended.setdefault(int(process["pid"]), process)
+            _signal(int(process["pid"]), cookie, signal.SIGKILL)
+    else:
+        left = marked(cookie)
+        if left:
+            log.warning("%d process(es) of a command survived %d rounds of SIGKILL", len(left), MAX_ROUNDS)
+    return sorted(ended.values(), key=lambda p: p["pid"])
