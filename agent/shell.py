@@ -139,6 +139,26 @@ def _exit_watch(pid: int) -> int | None:
         return None
 
 
+def signal_death(returncode: int) -> dict[str, Any] | None:
+    """The signal that ended the command, by this machine's numbering (Linux and macOS differ), as
+    {"number", "name"}; None when it exited. Either the shell itself was killed (a negative return
+    code, e.g. `kill -SEGV $$`), or it exited 128+N, the status a shell gives a command that signal N
+    killed (a program may exit with such a number on its own: `from_exit_status` says which)."""
+    if returncode < 0:
+        number, from_status = -returncode, False
+    elif 128 < returncode <= 128 + 64:
+        number, from_status = returncode - 128, True
+    else:
+        return None
+    try:
+        name = signal.Signals(number).name
+    except ValueError:
+        if from_status:
+            return None  # no signal of that number here: a plain exit status
+        name = f"SIG{number}"  # a real-time signal, say
+    return {"number": number, "name": name, **({"from_exit_status": True} if from_status else {})}
+
+
 def _kill_group(pgid: int, sig: int) -> None:
     try:
         os.killpg(pgid, sig)
@@ -320,8 +340,9 @@ def run(
         else:
             result[name] = capture.text()
             result[f"{name}_bytes"] = len(capture.kept) + capture.dropped
-    if returncode < 0:
-        result["signal"] = signal.Signals(-returncode).name
+    died = signal_death(returncode)
+    if died is not None:
+        result["signal"] = died
     if left:
         result["background" if keep_background else "background_ended"] = left[:MAX_LISTED_PROCESSES]
         if len(left) > MAX_LISTED_PROCESSES:

@@ -76,9 +76,26 @@ def test_a_background_process_holding_the_pipes_does_not_hold_the_result(tmp_pat
     wait_for(lambda: gone(int(pid_file.read_text())), timeout=5, what="left-behind process to be killed")
 
 
-def test_a_command_killed_by_a_signal_reports_it(tmp_path):
-    result = run("kill -KILL $$", tmp_path)
-    assert result["signal"] == "SIGKILL" and result["exit_code"] == 137
+@pytest.mark.parametrize(
+    "command, code, expected",
+    [
+        ("kill -KILL $$", 137, {"number": 9, "name": "SIGKILL"}),
+        ("kill -SEGV $$", 139, {"number": 11, "name": "SIGSEGV"}),
+        ("kill -ABRT $$", 134, {"number": 6, "name": "SIGABRT"}),
+        # The shell survives and reports its child's death as 128+N.
+        ("sh -c 'kill -SEGV $$'; exit $?", 139, {"number": 11, "name": "SIGSEGV", "from_exit_status": True}),
+        ("sh -c 'kill -TERM $$'; exit $?", 143, {"number": 15, "name": "SIGTERM", "from_exit_status": True}),
+    ],
+)
+def test_a_command_killed_by_a_signal_reports_its_number_and_name(tmp_path, command, code, expected):
+    result = run(command, tmp_path)
+    assert result["signal"] == expected and result["exit_code"] == code
+
+
+@pytest.mark.parametrize("status", [0, 1, 127, 128, 200, 255])
+def test_an_exit_status_that_is_no_signal_reports_none(tmp_path, status):
+    result = run(f"exit {status}", tmp_path)
+    assert "signal" not in result and result["exit_code"] == status
 
 
 def spooled(command: str, tmp_path: Path, *, memory_bytes: int, max_output_bytes: int = 100_000) -> tuple[dict, shell.OutputSpool]:

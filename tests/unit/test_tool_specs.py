@@ -54,6 +54,8 @@ def test_every_output_schema_is_a_valid_json_schema_of_an_object():
     ("reported", "expected"),
     [
         ({"number": 11, "name": "SIGSEGV"}, {"number": 11, "name": "SIGSEGV"}),
+        ({"number": 11, "name": "SIGSEGV", "from_exit_status": True}, {"number": 11, "name": "SIGSEGV", "from_exit_status": True}),
+        ({"number": 11, "from_exit_status": "yes"}, {"number": 11, "name": "SIGSEGV"}),
         ("SIGKILL", {"number": 9, "name": "SIGKILL"}),
         (15, {"number": 15, "name": "SIGTERM"}),
         ("SIGNOTHERE", {"name": "SIGNOTHERE"}),

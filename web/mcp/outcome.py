@@ -115,7 +115,8 @@ def _shell_text(relay, command: Command, result: dict[str, Any]) -> str:
 def _format_success(relay, command: Command, result: dict[str, Any]) -> str:
     tool = command.tool
     if tool == "run_shell_command":
-        return _shell_text(relay, command, result) + f"\n[exit code {result.get('exit_code')}]"
+        died = structured.signal_words(result)
+        return _shell_text(relay, command, result) + f"\n[exit code {result.get('exit_code')}{': ' + died if died else ''}]"
     if tool == "read_file":
         text = result.get("content", "")
         if result.get("next_offset") or result.get("masked"):
@@ -165,6 +166,9 @@ def page_text(relay, command: Command, stream: str, offset: int, budget: int) ->
     lines = [f"command {command.id} on {command.machine!r}: {command.state}"]
     if command.exit_code is not None:
         lines[0] += f", exit code {command.exit_code}"
+        died = structured.signal_words(command.result)
+        if died:
+            lines[0] += f" ({died})"
     if command.state == LOST or command.error_message:
         lines.append(command.error_message or "")
     if command.tool != "run_shell_command":

@@ -23,7 +23,14 @@ _NULLABLE_INT = {"type": ["integer", "null"]}
 SIGNAL = {
     "type": ["object", "null"],
     "description": "The signal that ended the process, or null.",
-    "properties": {"number": {"type": "integer"}, "name": {"type": "string"}},
+    "properties": {
+        "number": {"type": "integer"},
+        "name": {"type": "string"},
+        "from_exit_status": {
+            "type": "boolean",
+            "description": "Known only from the exit status 128+N (how a shell reports a command killed by signal N).",
+        },
+    },
 }
 # What run_shell_command, get_command_output and send_input all say about a command.
 COMMAND = {

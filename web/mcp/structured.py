@@ -49,7 +49,21 @@ def signal_of(result: dict[str, Any] | None) -> dict[str, Any] | None:
         found["number"] = number
     if name is not None:
         found["name"] = name[:32]
+    if isinstance(reported, dict) and reported.get("from_exit_status") is True:
+        found["from_exit_status"] = True
     return found
+
+
+def signal_words(result: dict[str, Any] | None) -> str:
+    """'killed by SIGSEGV (signal 11)', with how it is known; "" when no signal ended the command."""
+    found = signal_of(result)
+    if found is None:
+        return ""
+    what = found.get("name") or "a signal"
+    number = f" (signal {found['number']})" if "number" in found else ""
+    if found.get("from_exit_status"):
+        return f"killed by {what}{number}, as the shell reports it (exit status 128+N)"
+    return f"killed by {what}{number}"
 
 
 def _command_fields(command: Command) -> dict[str, Any]:
