@@ -341,3 +341,16 @@ def _check_components(expanded: str, path: str) -> None:
         ) from None
     except (OSError, ValueError):
         pass  # missing, a loop, too long: reported by the operation with its own words
+    # `missing/../x`: realpath drops the pair, but the kernel must look `missing` up first, and fails.
+    parts = expanded.split("/")
+    for i, part in enumerate(parts):
+        if part != ".." or i < 2:
+            continue
+        try:
+            os.stat("/".join(parts[:i]))
+        except FileNotFoundError:
+            raise OperationError(
+                "not_found", f"{path}: no such file or directory ({'/'.join(parts[:i])} does not exist, so '..' after it cannot be followed)"
+            ) from None
+        except (OSError, ValueError):
+            pass

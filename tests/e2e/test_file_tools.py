@@ -147,6 +147,32 @@ def test_a_trailing_slash_on_a_file_fails_as_not_a_directory(server, box):
     assert target.read_text() == "plain\n"
 
 
+def test_paths_the_kernel_would_refuse_are_refused_by_every_file_tool(server, box):
+    target = box.scratch / "plain2.txt"
+    target.write_text("plain\n")
+    (box.scratch / "link2").symlink_to("plain2.txt")
+    cases = [(p, "not a directory") for p in (f"{target}/", f"{target}//", f"{box.scratch}/link2/", f"{target}/inner")]
+    cases += [(f"{box.scratch}/missing/../plain2.txt", "no such file or directory")]
+
+    async def body(call):
+        for path, words in cases:
+            for tool, arguments in (
+                ("get_file_info", {"path": path}),
+                ("delete_path", {"path": path}),
+                ("copy_file", {"source": path, "destination": str(box.scratch / "copy2.txt")}),
+                ("move_file", {"source": path, "destination": str(box.scratch / "moved2.txt")}),
+                ("read_file", {"path": path}),
+            ):
+                answer = await call(tool, "box", **arguments)
+                assert answer["is_error"] and words in answer["text"].lower(), (tool, path, answer["text"])
+        answer = await call("write_file", "box", path=f"{box.scratch}/missing/../new2.txt", content="x")
+        assert answer["is_error"] and "no such file or directory" in answer["text"].lower(), answer["text"]
+
+    scenario(server, "http", body)
+    assert target.read_text() == "plain\n" and not (box.scratch / "copy2.txt").exists() and not (box.scratch / "moved2.txt").exists()
+    assert not (box.scratch / "new2.txt").exists()
+
+
 def test_a_reader_never_sees_a_partial_file_during_200_rewrites(server, box):
     target = box.scratch / "hot.txt"
     versions = [(f"version {i:03d} " * 4000).encode() for i in range(200)]

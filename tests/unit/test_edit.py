@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from agent import edit, files, writing
+from agent import edit, fileops, files, writing
 from agent.errors import OperationError
 
 
@@ -123,6 +123,40 @@ def test_a_trailing_slash_on_a_file_is_not_a_directory_for_every_file_tool(polic
             error = refused(call, f"{root}/{path}")
             assert "not a directory" in error.message or "names a folder" in error.message, (path, error.message)
     assert (root / "notes.txt").read_text() == "x\n"
+
+
+def test_a_trailing_slash_on_a_file_is_not_a_directory_for_the_other_file_tools_too(policy, root):
+    (root / "notes.txt").write_text("x\n")
+    (root / "link").symlink_to("notes.txt")
+    for path in ("notes.txt/", "notes.txt//", "notes.txt/.", "link/", "notes.txt/../notes.txt", "notes.txt/inner"):
+        for call in (
+            lambda p: fileops.get_file_info(policy, p),
+            lambda p: fileops.delete_path(policy, p),
+            lambda p: fileops.move_file(policy, p, str(root / "moved")),
+            lambda p: fileops.copy_file(policy, p, str(root / "copied")),
+            lambda p: fileops.make_directory(policy, p),
+        ):
+            error = refused(call, f"{root}/{path}")
+            assert error.code == "not_a_directory", (path, error.code, error.message)
+        (entry,) = files.read_multiple_files(policy, [f"{root}/{path}"], max_bytes=100)["files"]
+        assert entry["error"]["code"] == "not_a_directory", (path, entry)
+    assert (root / "notes.txt").read_text() == "x\n" and not (root / "moved").exists() and not (root / "copied").exists()
+
+
+def test_dot_dot_after_a_missing_folder_is_not_found_as_the_kernel_says(policy, root):
+    (root / "notes.txt").write_text("x\n")
+    for path in ("missing/../notes.txt", "missing/deeper/../../notes.txt"):
+        for call in (
+            lambda p: files.read_file(policy, p, max_bytes=100),
+            lambda p: writing.write_file(policy, p, "y", max_bytes=100),
+            lambda p: fileops.make_directory(policy, p),
+            lambda p: fileops.delete_path(policy, p),
+        ):
+            error = refused(call, f"{root}/{path}")
+            assert error.code == "not_found" and "missing" in error.message, (path, error.message)
+    assert (root / "notes.txt").read_text() == "x\n" and not (root / "missing").exists()
+    (root / "real").mkdir()
+    assert files.read_file(policy, f"{root}/real/../notes.txt", max_bytes=100)["content"] == "x\n"  # an existing folder: fine
 
 
 # --- properties ------------------------------------------------------------------------------
