@@ -76,8 +76,11 @@ def redirect_params(response: requests.Response) -> dict[str, str]:
     return {k: v[0] for k, v in query.items()}
 
 
-def make_provider(server_url: str, secret: str, storage: MemoryStorage, *, client_name: str = "Test client") -> OAuthClientProvider:
-    """The official client's OAuth provider, whose 'browser' approves the consent page."""
+def make_provider(
+    server_url: str, secret: str, storage: MemoryStorage, *, client_name: str = "Test client", client_metadata_url: str | None = None
+) -> OAuthClientProvider:
+    """The official client's OAuth provider, whose 'browser' approves the consent page. With
+    `client_metadata_url` it uses that URL as its client_id (a Client ID Metadata Document)."""
     pending: dict[str, Any] = {}
 
     async def redirect_handler(url: str) -> None:
@@ -94,7 +97,7 @@ def make_provider(server_url: str, secret: str, storage: MemoryStorage, *, clien
         response_types=["code"],
         token_endpoint_auth_method="none",
     )
-    return OAuthClientProvider(server_url, metadata, storage, redirect_handler, callback_handler)
+    return OAuthClientProvider(server_url, metadata, storage, redirect_handler, callback_handler, client_metadata_url=client_metadata_url)
 
 
 def pkce_pair() -> tuple[str, str]:

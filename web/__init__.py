@@ -53,6 +53,7 @@ def build_services(config: Config) -> Services:
         access_seconds=config.oauth_access_token_seconds,
         refresh_seconds=config.oauth_refresh_token_seconds,
         registrations_per_hour_total=config.client_registrations_total_per_hour,
+        metadata_private_networks=config.client_metadata_private_networks,
     )
     return Services(
         config=config,

@@ -65,6 +65,8 @@ class Config:
     client_registrations_per_hour: int = 60
     # ... and from every address together (an IPv6 address counts as its /64).
     client_registrations_total_per_hour: int = 600
+    # Private networks a client's metadata document may be fetched from (default: public addresses only).
+    client_metadata_private_networks: tuple[str, ...] = ()
     # The durable relay (web/relay/relay.py). A tool call waits at most this long, then answers with the
     # command's id, state and output so far (clients cap a call at ~60 s).
     tool_wait_seconds: float = 25.0
@@ -115,6 +117,9 @@ class Config:
                 _number(env, "OAUTH_ACCESS_TOKEN_SECONDS", cls.oauth_access_token_seconds)
             ),
             agent_allowed_networks=_networks(env.get("AGENT_ALLOWED_NETWORKS", "")),
+            client_metadata_private_networks=_networks(
+                env.get("CLIENT_METADATA_PRIVATE_NETWORKS", ""), name="CLIENT_METADATA_PRIVATE_NETWORKS", example="10.0.0.0/8"
+            ),
             trusted_proxy_hops=_whole(env, "TRUSTED_PROXY_HOPS", 0, allow_zero=True),
             auth_failures_per_minute=_whole(env, "AUTH_FAILURES_PER_MINUTE", cls.auth_failures_per_minute),
             client_registrations_per_hour=_whole(env, "CLIENT_REGISTRATIONS_PER_HOUR", cls.client_registrations_per_hour),
@@ -203,7 +208,7 @@ def _whole(env: Mapping[str, str], name: str, default: int, *, allow_zero: bool 
     return int(value)
 
 
-def _networks(raw: str) -> tuple[str, ...]:
+def _networks(raw: str, *, name: str = "AGENT_ALLOWED_NETWORKS", example: str = "100.64.0.0/10") -> tuple[str, ...]:
     """Comma-separated CIDRs, each checked now so a typo fails at start, not at the first agent."""
     networks = []
     for part in (p.strip() for p in raw.split(",")):
@@ -212,5 +217,5 @@ def _networks(raw: str) -> tuple[str, ...]:
         try:
             networks.append(str(ipaddress.ip_network(part, strict=False)))
         except ValueError:
-            raise ConfigError(f"AGENT_ALLOWED_NETWORKS: {part!r} is not a network such as 100.64.0.0/10") from None
+            raise ConfigError(f"{name}: {part!r} is not a network such as {example}") from None
     return tuple(networks)

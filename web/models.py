@@ -258,7 +258,8 @@ def log_event(command_id: str, from_state: str, to_state: str, actor: str, detai
 
 
 class OAuthClient(BaseModel):
-    """A client registered through RFC 7591 dynamic registration (Claude.ai, Claude Code, ...)."""
+    """A client registered through RFC 7591 dynamic registration (Claude.ai, Claude Code, ...), or
+    known by its Client ID Metadata Document."""
 
     client_id = CharField(max_length=64, primary_key=True)
     client_name = CharField(max_length=200, default="")
@@ -269,6 +270,10 @@ class OAuthClient(BaseModel):
     created_at = DoubleField(default=now, index=True)
     # First approved consent; a client still unused a day after registering is purged.
     used_at = DoubleField(null=True)
+    # A client known by a metadata document (its client_id is this URL; `client_id` above is then a
+    # digest of it): when the fetched document may be used until (web/oauth/client_metadata.py).
+    metadata_url = CharField(max_length=2000, null=True)
+    metadata_expires_at = DoubleField(null=True)
 
     class Meta:
         table_name = "oauth_client"

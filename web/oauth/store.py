@@ -16,12 +16,14 @@ import hmac
 import ipaddress
 import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 from web import errors
 from web.models import OAuthClient, OAuthGrant, atomic_write, db, now
+from web.oauth import client_metadata
 
 SCOPE = "mcp"
 ACCESS_PREFIX = "cra_"
@@ -159,9 +161,13 @@ def pkce_matches(verifier: str, challenge: str) -> bool:
 
 
 class OAuthStore:
-    def __init__(self, *, code_seconds: int, access_seconds: int, refresh_seconds: int, registrations_per_hour_total: int = 600) -> None:
+    def __init__(
+        self, *, code_seconds: int, access_seconds: int, refresh_seconds: int, registrations_per_hour_total: int = 600,
+        metadata_private_networks: tuple[str, ...] = (),
+    ) -> None:
         self.code_seconds, self.access_seconds, self.refresh_seconds = code_seconds, access_seconds, refresh_seconds
         self.registrations_per_hour_total = registrations_per_hour_total
+        self.metadata_private_networks = metadata_private_networks
 
     # --- clients ------------------------------------------------------------------------------
 
@@ -225,14 +231,64 @@ class OAuthStore:
                 code="too_many_registrations",
             )
 
-    def client(self, client_id: Any) -> OAuthClient:
+    def client(self, client_id: Any, *, fresh: bool = False, before_fetch: Callable[[], None] | None = None) -> OAuthClient:
+        """The client `client_id` names: a registered one, or one known by its metadata document URL.
+
+        For a URL, `fresh=True` (an authorization request) fetches the document when the row holds none
+        or its cache time has passed, calling `before_fetch` first (the caller's throttle); token and
+        revocation requests use the row as it is."""
+        if client_metadata.is_metadata_url(client_id):
+            return self._metadata_client(client_id, fresh=fresh, before_fetch=before_fetch)
         if not isinstance(client_id, str) or not client_id or len(client_id) > 64:
             raise OAuthError("invalid_client", "missing or malformed client_id", 401)
         with db.connection_context():
             client = OAuthClient.get_or_none(OAuthClient.client_id == client_id)
-        if client is None:
+        if client is None or client.metadata_url is not None:
             raise OAuthError("invalid_client", "unknown client_id: register the client again", 401)
         return client
+
+    def _metadata_client(self, url: str, *, fresh: bool, before_fetch: Callable[[], None] | None) -> OAuthClient:
+        try:
+            client_metadata.check_url(url)
+        except client_metadata.MetadataError as error:
+            raise OAuthError("invalid_client", str(error), 401) from None
+        key = "cimd_" + digest(url)[:40]
+        with db.connection_context():
+            client = OAuthClient.get_or_none(OAuthClient.client_id == key)
+        if client is not None and (not fresh or (client.metadata_expires_at or 0) > now()):
+            return client
+        if client is None and not fresh:
+            raise OAuthError("invalid_client", "this client_id URL has not been through /authorize here yet", 401)
+        if before_fetch is not None:
+            before_fetch()
+        try:
+            document = client_metadata.fetch(url, private_networks=self.metadata_private_networks)
+            uris = document.metadata.get("redirect_uris")
+            if not isinstance(uris, list) or not uris or len(uris) > MAX_REDIRECT_URIS:
+                raise OAuthError("invalid_redirect_uri", f"the document's 'redirect_uris' must list 1-{MAX_REDIRECT_URIS} URIs")
+            uris = [check_redirect_uri(u) for u in uris]
+            name = document.metadata.get("client_name", "")
+            grant_types = document.metadata.get("grant_types", ["authorization_code", "refresh_token"])
+            if not isinstance(grant_types, list) or not set(grant_types) <= {"authorization_code", "refresh_token"}:
+                raise OAuthError("invalid_client_metadata", "grant_types may only be authorization_code and refresh_token")
+        except client_metadata.MetadataError as error:
+            raise OAuthError("invalid_client", str(error), 401) from None
+        except OAuthError as error:
+            raise OAuthError("invalid_client", f"the client metadata document was refused: {error.description}", 401) from None
+        fields = {
+            "client_name": "".join(c for c in (name if isinstance(name, str) else "") if c.isprintable())[:200],
+            "redirect_uris": uris,
+            "token_endpoint_auth_method": "none",
+            "secret_hash": None,
+            "metadata_url": url,
+            "metadata_expires_at": now() + document.cache_seconds,
+        }
+        with db.connection_context(), atomic_write():
+            if OAuthClient.update(**fields).where(OAuthClient.client_id == key).execute() == 0:
+                self._purge_unused_clients()
+                self._check_total(OAuthClient.select().where(OAuthClient.created_at > now() - 3600).count())
+                OAuthClient.insert(client_id=key, **fields).on_conflict_ignore().execute()
+            return OAuthClient.get(OAuthClient.client_id == key)
 
     def authenticate(self, client_id: Any, secret: str | None) -> OAuthClient:
         """The client for a token request, its secret checked when it was registered with one."""

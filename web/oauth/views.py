@@ -3,6 +3,8 @@
     GET  /.well-known/oauth-protected-resource     RFC 9728: one resource, the whole origin
     GET  /.well-known/oauth-authorization-server   RFC 8414
     POST /register                                  RFC 7591 dynamic client registration
+                                                    (or a client_id that is the https URL of its
+                                                    Client ID Metadata Document: client_metadata.py)
     GET  /authorize                                 consent page: the owner signs in and approves
     POST /authorize                                 approve or deny -> redirect with code or error
     POST /token                                     authorization_code (PKCE S256), refresh_token
@@ -103,6 +105,7 @@ def authorization_server_metadata(_rest: str = ""):
             "token_endpoint_auth_methods_supported": ["none", "client_secret_post", "client_secret_basic"],
             "revocation_endpoint_auth_methods_supported": ["none", "client_secret_post", "client_secret_basic"],
             "authorization_response_iss_parameter_supported": True,
+            "client_id_metadata_document_supported": True,
         }
     )
 
@@ -136,7 +139,9 @@ def _check_request(params: dict[str, str]) -> tuple[Any, str]:
     """
     svc = services()
     try:
-        client = svc.oauth.client(params.get("client_id"))
+        # A client_id that is an https URL is fetched (web/oauth/client_metadata.py): each address may
+        # make the server fetch only as often as it may register clients.
+        client = svc.oauth.client(params.get("client_id"), fresh=True, before_fetch=lambda: svc.registrations.hit(request.remote_addr))
     except OAuthError as error:
         raise PageError(error.description, error.error) from None
     redirect_uri = params.get("redirect_uri", "")
