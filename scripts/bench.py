@@ -57,6 +57,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import bench_wakeup  # noqa: E402
+from bench_views import live_views  # noqa: E402
 from tests import database  # noqa: E402
 from tests.cluster import Cluster  # noqa: E402
 from tests.harness import Agent, Server  # noqa: E402
@@ -296,16 +297,21 @@ def has_streamable_http(server: Server) -> bool:
 # --- one row -----------------------------------------------------------------------------------
 
 
-async def run_row(open_one, concurrency: int, calls: int, time_cap: float, cpu: Callable[[], list[float]]) -> dict[str, Any]:
+async def run_row(open_one, concurrency: int, calls: int, time_cap: float, cpu: Callable[[], list[float]],
+                  views=None) -> dict[str, Any]:
     """`calls` calls over `concurrency` sessions with one call in flight each; latencies in ms.
 
     `cpu()` reads the CPU seconds of each process, before and after the timed calls only (opening
-    sessions and warming them up are left out)."""
+    sessions and warming them up are left out). `views()`, if given, opens dashboard live views held
+    for the whole row."""
     latencies: list[float] = []
     errors: list[str] = []
     remaining = [calls]
+    seen: list[int] = []
     async with AsyncExitStack() as stack:
         try:
+            if views is not None:
+                seen = await stack.enter_async_context(views())
             sessions = [await stack.enter_async_context(open_one()) for _ in range(concurrency)]
             for session in sessions:  # warm each session up, untimed
                 with anyio.fail_after(WARM_UP_SECONDS):
@@ -314,7 +320,7 @@ async def run_row(open_one, concurrency: int, calls: int, time_cap: float, cpu: 
             while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
                 error = error.exceptions[0]
             return {"latencies": [], "errors": [f"opening {concurrency} sessions: {type(error).__name__}: {error}"],
-                    "protocol": "-", "elapsed": 1.0, "capped": False, "cpu_ms": [0.0] * len(cpu())}
+                    "protocol": "-", "elapsed": 1.0, "capped": False, "cpu_ms": [0.0] * len(cpu()), "view_events": []}
 
         async def worker(call: Callable[[], Awaitable[str]]) -> None:
             while remaining[0] > 0:
@@ -333,7 +339,10 @@ async def run_row(open_one, concurrency: int, calls: int, time_cap: float, cpu: 
                 for session in sessions:
                     tasks.start_soon(worker, session.call)
         elapsed, cpu_after = time.perf_counter() - started, cpu()
+        view_events = list(seen)
     done = max(1, len(latencies))
+    if views is not None and latencies and not all(view_events):
+        errors.append(f"a dashboard live view received no event while calls were relayed: {view_events}")
     return {
         "latencies": latencies,
         "errors": errors,
@@ -341,6 +350,7 @@ async def run_row(open_one, concurrency: int, calls: int, time_cap: float, cpu: 
         "elapsed": elapsed,
         "capped": cap.cancelled_caught,
         "cpu_ms": [(after - before) * 1000 / done for before, after in zip(cpu_before, cpu_after)],
+        "view_events": view_events,
     }
 
 
@@ -371,6 +381,8 @@ def main() -> int:
                         help="N instances from the Procfile behind nginx round robin (default: one server, no proxy)")
     parser.add_argument("--web-concurrency", type=int, default=None,
                         help="gunicorn workers per instance with --instances (default 2 on PostgreSQL, 1 on SQLite)")
+    parser.add_argument("--live-views", type=int, default=0,
+                        help="also run every row with N dashboard live views open, interleaved (default 0: none)")
     parser.add_argument("--wakeups", type=int, default=30,
                         help="cross-instance wake-up samples with --instances 2 or more (default 30; 0 skips)")
     args = parser.parse_args()
@@ -413,7 +425,8 @@ def main() -> int:
         if args.transport == "auto" and not has_streamable_http(target):
             print("Streamable HTTP /mcp: not served by this server; SSE only")
             transports = ["sse"]
-        rows = [(t, c, n) for t in transports for c in clients for n in levels]
+        view_counts = [0, args.live_views] if args.live_views else [0]
+        rows = [(t, c, n, v) for t in transports for c in clients for n in levels for v in view_counts]
         rss_before = rss("VmRSS")
         load_before = os.getloadavg()
         layout = (f"{args.instances} instance(s) x {args.web_concurrency} worker(s) behind nginx round robin"
@@ -424,16 +437,19 @@ def main() -> int:
         results: dict[tuple, list[dict[str, Any]]] = {row: [] for row in rows}
         for repeat in range(args.repeat):
             for row in rows:
-                transport, client, concurrency = row
+                transport, client, concurrency, views = row
+                opener = (lambda v=views: live_views(target.url, target.token, v)) if views else None
                 outcome = anyio.run(run_row, session_factory(client, transport, target.url, target.token),
-                                    concurrency, args.calls, args.time_cap, cpu)
+                                    concurrency, args.calls, args.time_cap, cpu, opener)
                 results[row].append(outcome)
-                print(f"  run {repeat + 1} {transport:4} {client:8} c={concurrency:<3} "
+                print(f"  run {repeat + 1} {transport:4} {client:8} c={concurrency:<3} views={views} "
                       f"p50 {percentile(outcome['latencies'], 0.5):6.1f} ms  "
                       f"{len(outcome['latencies']) / outcome['elapsed']:6.0f} calls/s"
                       + (f"  {len(outcome['errors'])} errors, first: {outcome['errors'][0][:160]}" if outcome["errors"] else "")
                       + ("  (time cap hit)" if outcome["capped"] else ""), flush=True)
         print_table(results, proxy=bool(proxy_pid))
+        if args.live_views:
+            print_views(results)
         print(f"\nserver worker RSS: {rss_before:.1f} MB before, {rss('VmRSS'):.1f} MB after "
               f"(peak {rss('VmHWM'):.1f} MB{f', summed over {len(workers)} workers' if len(workers) > 1 else ''}); "
               f"load average {load_before[0]:.2f} -> {os.getloadavg()[0]:.2f}")
@@ -465,10 +481,10 @@ def main() -> int:
 def print_table(results: dict[tuple, list[dict[str, Any]]], *, proxy: bool = False) -> None:
     """Medians over the repeats; calls/s also with its min-max, the measure of how noisy the run was."""
     columns = 4 if proxy else 3
-    print(f"\n{'':42}{'latency ms':^20}  {'calls/s':^19}  {'CPU ms per call':^{22 + 7 * (columns - 3)}}")
-    print(f"{'transport':9} {'client':8} {'revision':10} {'conc':>4} {'calls':>5}  {'p50':>6} {'p95':>6} {'p99':>6}  "
+    print(f"\n{'':48}{'latency ms':^20}  {'calls/s':^19}  {'CPU ms per call':^{22 + 7 * (columns - 3)}}")
+    print(f"{'transport':9} {'client':8} {'revision':10} {'conc':>4} {'views':>5} {'calls':>5}  {'p50':>6} {'p95':>6} {'p99':>6}  "
           f"{'median':>7} {'min-max':>11}  {'server':>7} {'agent':>6} {'client':>7}" + (f" {'proxy':>6}" if proxy else "") + "  errors")
-    for (transport, client, concurrency), runs in results.items():
+    for (transport, client, concurrency, views), runs in results.items():
         def median(figure: Callable[[dict[str, Any]], float]) -> float:
             return statistics.median(figure(run) for run in runs)
 
@@ -476,13 +492,28 @@ def print_table(results: dict[tuple, list[dict[str, Any]]], *, proxy: bool = Fal
         cpu = [median(lambda run, i=i: run["cpu_ms"][i]) for i in range(columns)]
         latency = [median(lambda run, f=f: percentile(run["latencies"], f)) for f in (0.50, 0.95, 0.99)]
         print(
-            f"{transport:9} {client:8} {runs[0]['protocol']:10} {concurrency:4} "
+            f"{transport:9} {client:8} {runs[0]['protocol']:10} {concurrency:4} {views:5} "
             f"{int(median(lambda run: len(run['latencies']))):5}  "
             f"{latency[0]:6.1f} {latency[1]:6.1f} {latency[2]:6.1f}  "
             f"{statistics.median(rates):7.0f} {f'{min(rates):.0f}-{max(rates):.0f}':>11}  "
             f"{cpu[0]:7.2f} {cpu[1]:6.2f} {cpu[2]:7.2f}" + (f" {cpu[3]:6.2f}" if proxy else "")
             + f"  {sum(len(run['errors']) for run in runs):6}"
         )
+
+
+def print_views(results: dict[tuple, list[dict[str, Any]]]) -> None:
+    """Per row, calls/s with the live views open over calls/s without, run by run (the same run's
+    figures, interleaved), and the events each view received per relayed call."""
+    print("\nwith dashboard live views open (ratio of calls/s to the same row without views, per repeat):")
+    for (transport, client, concurrency, views), runs in results.items():
+        if not views:
+            continue
+        base = results[(transport, client, concurrency, 0)]
+        ratios = [(len(w["latencies"]) / w["elapsed"]) / max(1e-9, len(b["latencies"]) / b["elapsed"]) for w, b in zip(runs, base)]
+        per_call = [sum(run["view_events"]) / max(1, len(run["latencies"])) / views for run in runs]
+        print(f"  {transport:4} {client:8} c={concurrency:<3} {views} views: ratio median {statistics.median(ratios):.2f} "
+              f"(runs {', '.join(f'{r:.2f}' for r in ratios)}); {statistics.median(per_call):.1f} events per call per view")
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -31,10 +31,11 @@ def signin() -> SignIn:
 
 def install(app) -> None:
     """Register the dashboard on `app`."""
-    from web.console import connect, live  # noqa: F401  (their routes join bp before it is registered)
+    from web.console import connect, feed, live  # noqa: F401  (their routes join bp before it is registered)
 
     config = app.extensions["code_remote"].config
     app.extensions["code_remote_console"] = SignIn(config.auth_token, config.dashboard_session_seconds, config.public_url)
+    app.extensions["code_remote_live_feed"] = feed.Feed()
     app.register_blueprint(bp)
 
 

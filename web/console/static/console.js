@@ -97,8 +97,11 @@
     var timeline = document.getElementById("timeline");
     var source = connect(head.dataset.eventsUrl, {
       state: function (data) {
+        // A reconnect may repeat a change the page has: each shows once in the timeline.
+        if (timeline.querySelector('li[data-event="' + data.event + '"]')) return;
         setState(badge, data.to);
         var li = el("li");
+        li.dataset.event = String(data.event);
         li.appendChild(el("time", "", new Date(data.at * 1000).toISOString().replace("T", " ").slice(0, 19) + " UTC"));
         li.appendChild(document.createTextNode(" "));
         li.appendChild(el("span", "state state-" + data.to, data.to));
