@@ -145,10 +145,24 @@ class RelayClient:
         """Post a result; safe to repeat with the same body (the server applies it once)."""
         return self._agent_call("POST", f"/api/agent/commands/{command_id}/result", read_timeout=30, json=body).json()
 
-    def post_output(self, command_id: str, chunks: list[dict[str, Any]]) -> dict[str, Any]:
+    def post_output(self, command_id: str, chunks: list[dict[str, Any]], idle: dict[str, Any] | None = None) -> dict[str, Any]:
         """Send output chunks (or none, as a heartbeat); safe to repeat. Returns how far the server
-        has each stream and whether the command was cancelled."""
-        return self._agent_call("POST", f"/api/agent/commands/{command_id}/output", read_timeout=30, json={"chunks": chunks}).json()
+        has each stream and whether the command was cancelled. `idle` marks an interactive command
+        quiet since its latest input."""
+        body: dict[str, Any] = {"chunks": chunks}
+        if idle is not None:
+            body["idle"] = idle
+        return self._agent_call("POST", f"/api/agent/commands/{command_id}/output", read_timeout=30, json=body).json()
+
+    def take_input(self, command_id: str, offset: int) -> dict[str, Any] | None:
+        """Wait (the server's hold) for input to an interactive command past `offset`, the bytes
+        already written (which acknowledges them); None when none came."""
+        hold = self.poll_timeout_seconds
+        response = self._agent_call(
+            "GET", f"/api/agent/commands/{command_id}/input", params={"offset": str(offset), "wait": f"{hold:g}"},
+            read_timeout=hold + self.config.poll_slack_seconds,
+        )
+        return None if response.status_code == 204 else response.json()
 
     def reconcile(self, keep: list[str]) -> list[str]:
         """After a restart: name the commands still held; the server marks the machine's others lost."""

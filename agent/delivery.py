@@ -29,6 +29,8 @@ from agent.outbox import STREAMS, StateDir
 log = logging.getLogger(__name__)
 # Output up to this size rides in the result's own post (and its outbox entry).
 INLINE_OUTPUT_BYTES = 64 * 1024
+# How often an interactive command's streamer looks whether it has gone quiet.
+QUIET_CHECK_SECONDS = 0.05
 
 
 class Delivery:
@@ -41,11 +43,13 @@ class Delivery:
         # command id -> how far the server acknowledged each stream, learnt while streaming it
         self._acked: dict[str, dict[str, int]] = {}
 
-    def send_once(self, command_id: str, acked: dict[str, int]) -> tuple[dict[str, Any], bool]:
+    def send_once(self, command_id: str, acked: dict[str, int], idle: dict[str, Any] | None = None) -> tuple[dict[str, Any], bool]:
         """Send at most one chunk per stream (none: a heartbeat). Updates `acked` from the server's
-        answer; returns the answer and whether spooled output remains unsent."""
+        answer; returns the answer and whether spooled output remains unsent. `idle` (an interactive
+        command's quiet mark) goes only with the post that sends the last of its output."""
         paths = self.state.spool_paths(command_id)
         chunks = []
+        fits = True
         for stream in STREAMS:
             try:
                 size = os.path.getsize(paths[stream])
@@ -55,8 +59,9 @@ class Delivery:
                 with open(paths[stream], "rb") as handle:
                     handle.seek(acked[stream])
                     data = handle.read(self.chunk_bytes)
+                fits = fits and size - acked[stream] <= self.chunk_bytes
                 chunks.append({"stream": stream, "offset": acked[stream], "data": base64.b64encode(data).decode("ascii")})
-        reply = self.client.post_output(command_id, chunks)
+        reply = self.client.post_output(command_id, chunks, idle if fits else None)
         for stream in STREAMS:
             acked[stream] = int(reply.get("received", {}).get(stream, acked[stream]))
         self._acked[command_id] = dict(acked)
@@ -154,12 +159,14 @@ class OutputStreamer:
 
     def __init__(
         self, delivery: Delivery, command_id: str, cancel: threading.Event, interval: float,
-        *, before_start: Callable[[], None] | None = None,
+        *, before_start: Callable[[], None] | None = None, interaction: Any = None,
     ) -> None:
         self.delivery, self.command_id, self.cancel, self.interval = delivery, command_id, cancel, interval
         self.before_start = before_start  # e.g. put the output held in memory where the streamer reads it
+        # An interactive command (agent/interactive.py) streams from the start and reports its quiet periods.
+        self.interaction = interaction
         self.finished = threading.Event()
-        self._due_at: float | None = time.monotonic() + interval
+        self._due_at: float | None = time.monotonic() + (0.0 if interaction is not None else interval)
         self._thread: threading.Thread | None = None
 
     def tick(self) -> None:
@@ -174,13 +181,25 @@ class OutputStreamer:
     def run(self) -> None:
         acked = {stream: 0 for stream in STREAMS}
         remaining = True  # started when the first send is due: send at once
-        while not self.finished.wait(0 if remaining else self.interval):
+        idle: dict[str, Any] | None = None
+        sent_at = 0.0
+        step = QUIET_CHECK_SECONDS if self.interaction is not None else self.interval
+        while not self.finished.wait(0 if remaining else step):
+            if self.interaction is not None:
+                # Checked before the spool is read, so the mark goes with all the output before it.
+                idle = idle or self.interaction.quiet()
+                if not remaining and idle is None and time.monotonic() - sent_at < self.interval:
+                    continue
             try:
-                reply, remaining = self.delivery.send_once(self.command_id, acked)
+                reply, remaining = self.delivery.send_once(self.command_id, acked, idle)
             except (requests.RequestException, RelayError) as error:
                 log.debug("output of %s not sent: %s", self.command_id[:8], error)
                 remaining = False
+                self.finished.wait(self.interval if self.interaction is not None else 0)
                 continue
+            sent_at = time.monotonic()
+            if not remaining:
+                idle = None
             if reply.get("cancel") and not self.cancel.is_set():
                 log.info("command %s was cancelled: ending its process group", self.command_id[:8])
                 self.cancel.set()

@@ -32,6 +32,7 @@ from agent import VERSION, operations, reaper
 from agent.client import RelayClient, RelayError, classify
 from agent.config import AgentConfig
 from agent.delivery import INLINE_OUTPUT_BYTES, Delivery, OutputStreamer
+from agent.interactive import InputPump, Interaction
 from agent.masking import Secrets
 from agent.outbox import StateDir
 from agent.policy import PathPolicy
@@ -282,7 +283,7 @@ class Agent:
             return
         started = time.monotonic()
         options: dict[str, Any] = {}
-        streamer = spool = None
+        streamer = spool = interaction = None
         running = self.state.claim_running(command_id)  # the on-disk dedupe, before anything runs
         try:
             if tool == "run_shell_command":
@@ -293,11 +294,24 @@ class Agent:
                     "cancel": cancel,
                     "on_start": lambda pgid: running.record_group(pgid, reaper.start_ticks(pgid)),
                 }
-                streamer = OutputStreamer(self.delivery, command_id, cancel, self.config.progress_seconds, before_start=spool.spill)
+                if (command.get("arguments") or {}).get("stdin") == "pipe":
+                    interaction = options["stdin"] = Interaction()
+                    pump = InputPump(self.client, command_id, interaction)
+
+                    def on_start(pgid: int, pump: InputPump = pump) -> None:
+                        running.record_group(pgid, reaper.start_ticks(pgid))
+                        pump.start()  # only once the process exists, the owner's policy having allowed it
+
+                    options["on_start"] = on_start
+                streamer = OutputStreamer(
+                    self.delivery, command_id, cancel, self.config.progress_seconds, before_start=spool.spill, interaction=interaction
+                )
                 options["on_tick"] = streamer.tick
             try:
                 body = operations.outcome(tool, command.get("arguments") or {}, float(command.get("timeout_seconds", 30)), self.config, self.policy, secrets=self.secrets, **options)
             finally:
+                if interaction is not None:
+                    interaction.end()
                 if streamer is not None:
                     streamer.stop()
             spooled = spool is not None and not self.delivery.inline_output(command_id, body, spool.held())

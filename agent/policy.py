@@ -4,6 +4,9 @@ agent has the last word.
 * per-tool switches (`DISABLED_TOOLS=run_shell_command,write_file`);
 * read-only mode (`READ_ONLY=1`): only the tools that change nothing (READ_ONLY_TOOLS); the shell is
   off too, since a shell can write anything;
+* `send_input` is a changing tool like any other: where it is refused, so is the `stdin: "pipe"`
+  that would need it, and with an allow-list of commands too (input typed into an allowed program
+  would get around the list);
 * an optional allow-list of command prefixes (`ALLOWED_COMMANDS=git status,ls,cat`): a command must
   be one of them or start with one followed by a space, and may not chain, pipe, redirect or
   substitute (no `; & | < > $ \\` ( )` or newlines), or `git status; rm -rf ~` would pass;
@@ -38,7 +41,7 @@ from agent.errors import OperationError
 
 ALL_TOOLS = (
     "run_shell_command", "read_file", "write_file", "list_directory", "edit_file", "move_file", "copy_file",
-    "make_directory", "delete_path", "get_file_info", "read_multiple_files",
+    "make_directory", "delete_path", "get_file_info", "read_multiple_files", "send_input",
 )
 # The tools that change nothing: the only ones READ_ONLY leaves on.
 READ_ONLY_TOOLS = frozenset({"read_file", "list_directory", "get_file_info", "read_multiple_files"})
@@ -70,6 +73,16 @@ def check_call(tool: str, arguments: dict[str, Any], *, disabled: frozenset[str]
         raise OperationError("tool_disabled", f"{tool} is disabled on this machine (DISABLED_TOOLS)")
     if read_only and tool not in READ_ONLY_TOOLS:
         raise OperationError("read_only", f"{tool} is refused: this machine's agent runs in read-only mode (READ_ONLY)")
+    if tool == "run_shell_command" and arguments.get("stdin") == "pipe":
+        # Input to a running program is a changing tool of its own: refuse the pipe rather than
+        # start a program nobody may answer.
+        check_call("send_input", {}, disabled=disabled, read_only=read_only, command_prefixes=())
+        if command_prefixes:
+            raise OperationError(
+                "command_not_allowed",
+                "stdin='pipe' is refused here: this machine limits commands to ALLOWED_COMMANDS, and input "
+                "typed into a running program would get around that list",
+            )
     if tool == "run_shell_command" and command_prefixes:
         check_command(arguments.get("command"), command_prefixes)
 

@@ -1,6 +1,7 @@
 """Run a shell command the way a user expects, and bound everything about it.
 
-The command runs in the user's shell with stdin closed, in a process group of its own, so that at the
+The command runs in the user's shell with stdin closed (or, given an `Interaction`, a pipe that
+agent/interactive.py feeds), in a process group of its own, so that at the
 timeout the whole group (the shell and everything it started) is killed: SIGTERM, then SIGKILL after a
 grace period; a `cancel` event ends the group the same way. Output is read from both pipes without
 threads; past the cap it is counted and dropped, and the result says how much was dropped. With a
@@ -181,6 +182,7 @@ def run(
     secrets: Secrets | None = None,
     env: dict[str, str] | None = None,
     keep_background: bool = False,
+    stdin: Any = None,
 ) -> dict[str, Any]:
     """Run `command`; return stdout, stderr, exit code, whether it timed out and how long it took.
 
@@ -191,7 +193,8 @@ def run(
     command's environment (default: the agent's own, already scrubbed of its credentials).
 
     Processes the command started that are still alive when it ends (agent/escapes.py) are ended, or
-    with `keep_background` left running; the result lists them as `background_ended` or `background`."""
+    with `keep_background` left running; the result lists them as `background_ended` or `background`. `stdin` (an
+    agent.interactive.Interaction) gets the process's stdin pipe and hears of every output read."""
     if not os.path.isdir(cwd):
         raise OperationError("working_dir_not_found", f"working directory does not exist: {cwd}")
     started = time.monotonic()
@@ -200,7 +203,7 @@ def run(
     try:
         proc = subprocess.Popen(
             [shell, "-c", command],
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             cwd=cwd,
@@ -212,6 +215,8 @@ def run(
     pgid = proc.pid  # start_new_session makes the shell the leader of a new group
     if on_start is not None:
         on_start(pgid)
+    if stdin is not None:
+        stdin.attach(proc.stdin)
     def masker() -> StreamMasker | None:
         return StreamMasker(secrets) if secrets is not None else None
 
@@ -266,6 +271,8 @@ def run(
                 except BlockingIOError:
                     continue
                 if data:
+                    if stdin is not None:
+                        stdin.touch()  # before the output is spooled, so no quiet mark can precede it
                     captures[key.fd].add(data)
                 else:
                     selector.unregister(key.fd)
@@ -310,6 +317,8 @@ def run(
         proc.stderr.close()
         if spool is not None:
             spool.close()
+        if stdin is not None:
+            stdin.end()
         if proc.poll() is None:
             _kill_group(pgid, signal.SIGKILL)
             proc.wait()

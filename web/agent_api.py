@@ -6,6 +6,9 @@
     POST /api/agent/commands/<id>/output   agent token, {"chunks": [{"stream": "stdout", "offset": 0,
                                            "data": <base64>}]} -> {"received": {"stdout": n, "stderr": m},
                                            "cancel": false, "state": "running"}
+    GET  /api/agent/commands/<id>/input?offset=N&wait=25
+                                           agent token -> 200 {"offset": N, "data": <base64>, "close":
+                                           false, "state": "running"} or 204 when no input came
     POST /api/agent/commands/<id>/result   agent token, {"status": "succeeded", "result": {...}}
     POST /api/agent/reconcile              agent token, {"keep": [ids]} -> {"lost": [ids]}
 
@@ -15,7 +18,10 @@ acknowledged, never applied twice). While a command runs, the agent posts its ou
 chunks with byte offsets (a repeat is stored once; the answer says how far the server has it), at least
 every few seconds even with no new output: that is the command's heartbeat, and its answer carries
 `cancel: true` once the command was cancelled. A result may carry the command's (small) output
-as `output` chunks of the same shape, saving the separate posts. `poll?limit=N` leases at most N commands (the agent's
+as `output` chunks of the same shape, saving the separate posts. An interactive command (stdin
+"pipe") takes its input with the held `input` request, and its output posts may carry
+`"idle": {"stdin": n, "closed": false}` once it has been quiet since its latest input
+(web/relay/stdin.py). `poll?limit=N` leases at most N commands (the agent's
 free slots). A restarted agent calls `reconcile` with the commands it still holds (running or with a
 result in its outbox); the machine's other running commands become `lost`. docs/ARCHITECTURE.md has
 the whole contract.
@@ -182,7 +188,28 @@ def post_output(command_id: str):
     svc = services()
     body = read_json(svc.config.max_request_bytes * 2)
     chunks = body.get("chunks", []) if isinstance(body, dict) else None
-    return compact_json_response(svc.relay.progress(machine, command_id, _chunks(chunks)))
+    idle = body.get("idle") if isinstance(body, dict) else None
+    if idle is not None and not (
+        isinstance(idle, dict)
+        and isinstance(idle.get("stdin"), int)
+        and not isinstance(idle.get("stdin"), bool)
+        and idle["stdin"] >= 0
+        and isinstance(idle.get("closed", False), bool)
+    ):
+        raise errors.BadRequest("'idle' must be {\"stdin\": <bytes written>, \"closed\": <bool>}", code="invalid_idle")
+    return compact_json_response(svc.relay.progress(machine, command_id, _chunks(chunks), idle))
+
+
+@bp.get("/commands/<command_id>/input")
+def take_input(command_id: str):
+    machine = _agent()
+    svc = services()
+    hold = svc.config.poll_timeout_seconds
+    offset = query_int("offset", 0, minimum=0, code="invalid_offset")  # input bytes already written
+    taken = svc.relay.stdin.take(machine, command_id, offset, query_seconds("wait", hold, maximum=hold, code="invalid_wait"))
+    if taken is None:
+        return Response(status=204)
+    return compact_json_response(taken)
 
 
 def _chunks(chunks: Any) -> list[tuple[str, int, bytes]]:

@@ -31,7 +31,8 @@ class AuditUnavailable(errors.CodeRemoteError):
     http_status = 503
 
 MAX_STRING_CHARS = 2048
-SECRET_ARGUMENTS = frozenset({"content"})
+# File contents and the input typed into a running program (a password at a prompt) are never stored.
+SECRET_ARGUMENTS = frozenset({"content", "text"})
 
 
 def summarize_arguments(arguments: Any) -> Any:
@@ -43,7 +44,9 @@ def summarize_arguments(arguments: Any) -> Any:
         key = clean(str(key)[:64])
         if key in SECRET_ARGUMENTS and isinstance(value, str):
             data = value.encode("utf-8", "surrogatepass")
-            summary[key] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+            summary[key] = {"bytes": len(data)}
+            if key == "content":  # a file's hash identifies it; a typed password's would let it be guessed
+                summary[key]["sha256"] = hashlib.sha256(data).hexdigest()
         elif isinstance(value, str) and len(value) > MAX_STRING_CHARS:
             summary[key] = clean(value[:MAX_STRING_CHARS]) + f"…[{len(value) - MAX_STRING_CHARS} more characters]"
         elif isinstance(value, str):

@@ -231,3 +231,30 @@ def test_the_state_folder_is_refused(config, tmp_path):
     gate = _agent_policy(config, state_dir=str(state))
     with pytest.raises(OperationError, match="deny-list"):
         gate.resolve(str(state / "outbox"))
+
+
+def test_send_input_is_a_changing_tool_refused_in_read_only_mode_and_by_name():
+    with pytest.raises(OperationError) as refused:
+        policy.check_call("send_input", {}, disabled=frozenset(), read_only=True, command_prefixes=())
+    assert refused.value.code == "read_only"
+    with pytest.raises(OperationError) as refused:
+        policy.check_call("send_input", {}, disabled=frozenset({"send_input"}), read_only=False, command_prefixes=())
+    assert refused.value.code == "tool_disabled"
+
+
+def test_a_piped_stdin_is_refused_where_send_input_is_disabled_or_commands_are_allow_listed(config, paths):
+    disabled = dataclasses.replace(config, disabled_tools=frozenset({"send_input"}))
+    result = _outcome("run_shell_command", {"command": "cat", "stdin": "pipe"}, disabled, paths)
+    assert result["error"]["code"] == "tool_disabled" and "send_input" in result["error"]["message"]
+    assert _outcome("run_shell_command", {"command": "echo hi"}, disabled, paths)["status"] == "succeeded"
+    listed = dataclasses.replace(config, command_prefixes=("cat",))
+    result = _outcome("run_shell_command", {"command": "cat", "stdin": "pipe"}, listed, paths)
+    assert result["error"]["code"] == "command_not_allowed" and "ALLOWED_COMMANDS" in result["error"]["message"]
+
+
+def test_disabled_tools_may_name_send_input(home, tmp_path):
+    config = AgentConfig.from_env({
+        "RELAY_URL": "http://127.0.0.1:9", "AUTH_TOKEN": "t" * 20, "HOME": str(home), "MACHINE_NAME": "unit",
+        "DISABLED_TOOLS": "send_input", "CODE_REMOTE_ENV_FILE": str(tmp_path / "none.env"),
+    })
+    assert config.disabled_tools == frozenset({"send_input"})

@@ -16,9 +16,8 @@ from typing import Any
 
 from web.controls import frame, name
 from web.models import CANCELLED, EXPIRED, LEASED, LOST, QUEUED, RUNNING, SUCCEEDED, TIMED_OUT, Command
-from web.mcp import structured
-from web.mcp import file_text
-from web.relay import output
+from web.mcp import file_text, interactive, structured
+from web.relay import output, stdin
 
 MAX_PROGRESS_CHARS = 4000
 
@@ -82,6 +81,10 @@ def _pending(relay, command: Command, waited: float) -> str:
         f"Follow it with get_command_output(command_id='{command.id}'); stop it with "
         f"cancel_command(command_id='{command.id}'). Do not run it again."
     )
+    if command.state == RUNNING and stdin.idle_mark(command) is not None:
+        head = interactive.status_line(command, waited, quiet=True)
+        so_far = output.render(relay.output, command, relay.config.tool_output_budget_bytes)
+        return (so_far + "\n" if so_far else "[no output so far]\n") + head
     if command.state == RUNNING:
         head = (
             f"[command {command.id} is still running on {command.machine!r} after {waited:g} s: its outcome is "

@@ -26,7 +26,8 @@ CORE_TOOLS = (
     ToolSpec(
         "run_shell_command",
         "Run a shell command on a machine; returns stdout, stderr and exit code (non-zero is reported, not "
-        "a tool failure). Stdin is closed. When it ends, times out or is cancelled, every process it started is "
+        "a tool failure). Stdin is closed, or with stdin='pipe' kept open for send_input, the answer coming once "
+        "the command is quiet (e.g. at a prompt). When it ends, times out or is cancelled, every process it started is "
         "ended (see keep_background). If it is still "
         "running when this call stops waiting (under a minute), the answer gives its command_id and output so "
         "far: follow it with get_command_output, stop it with cancel_command, never re-run it. Long output "
@@ -45,6 +46,7 @@ CORE_TOOLS = (
                 "description": "Seconds before the command is killed; may exceed the wait of this call.",
                 "exclusiveMinimum": 0,
             },
+            "stdin": {"type": "string", "description": "'closed' (default) or 'pipe': keep it open for send_input.", "enum": ["closed", "pipe"]},
             "machine": MACHINE_PROPERTY,
         },
         ("command",),
@@ -135,6 +137,23 @@ CORE_TOOLS = (
         output=out.CANCEL,
         destructive=True,
         idempotent=True,
+    ),
+    ToolSpec(
+        "send_input",
+        "Write text to the stdin of a command started with stdin='pipe' (a REPL, a prompt, cat), and answer "
+        "with the output it produced once the command is quiet again or ends. close=true then ends the "
+        "input (end of file). Add the newline a prompt waits for.",
+        {
+            "command_id": {"type": "string", "description": "The id run_shell_command returned.", "minLength": 1, "maxLength": 64},
+            "text": {"type": "string", "description": "Text to write, e.g. 'print(6*7)\\n'.", "maxLength": 65536},
+            "close": {"type": "boolean", "description": "Close stdin after the text (default false)."},
+        },
+        ("command_id",),
+        relayed=False,
+        title="Send input to a command",
+        output=out.SHELL,
+        destructive=True,
+        open_world=True,
     ),
     ToolSpec(
         "list_commands",

@@ -19,10 +19,11 @@ import mcp_types
 
 from web import controls, errors
 from web.audit import AuditEntry, record_refusal
-from web.mcp import outcome, structured
+from web.mcp import interactive, outcome, structured
 from web.mcp.arguments import validate_arguments
 from web.mcp.tool_specs import ToolSpec, configured
 from web.models import TERMINAL_STATES
+from web.relay import stdin
 from web.relay.relay import Relay
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,7 @@ class ToolBox:
             "get_command_output": self._get_command_output,
             "cancel_command": self._cancel_command,
             "list_commands": self._list_commands,
+            "send_input": self._send_input,
         }
 
     def definitions(self) -> list[mcp_types.Tool]:
@@ -110,8 +112,10 @@ class ToolBox:
             with self._inflight_lock:
                 self._inflight[key] = command.id
         waited = min(timeout + self.config.result_grace_seconds, self.config.tool_wait_seconds)
+        # An interactive command answers as soon as it is quiet (waiting at a prompt), not when it ends.
+        until = (lambda c: stdin.idle_mark(c) is not None) if stdin.interactive(command) else None
         try:
-            command = self.relay.wait(command.id, waited, on_change=self._reporter(context), known=command)
+            command = self.relay.wait(command.id, waited, on_change=self._reporter(context), known=command, until=until)
         finally:
             with self._inflight_lock:
                 self._inflight.pop(key, None)
@@ -181,6 +185,10 @@ class ToolBox:
                     f"{command.state}: check with get_command_output(command_id='{command.id}')"
                 )
         return text, {"command_id": command.id, "state": command.state, "message": text}
+
+    def _send_input(self, arguments: dict) -> tuple[str, dict]:
+        command = self._command(arguments["command_id"])
+        return interactive.send_input(self.relay, command, arguments.get("text", ""), bool(arguments.get("close", False)))
 
     def _list_commands(self, arguments: dict) -> tuple[str, dict]:
         state = arguments.get("state")

@@ -61,6 +61,7 @@ from web.models import (
 )
 from web.relay.lease import Leases
 from web.relay.machines import Machines
+from web.relay import stdin
 from web.relay.output import STREAMS, OutputStore
 from web.relay.sweeper import Sweeper
 from web.relay.wakeup import RECHECK_SECONDS, Wakeups
@@ -85,6 +86,7 @@ class Relay(Leases, Sweeper, Machines):
         self.output = OutputStore(config.max_output_bytes)
         self._lock = threading.Lock()
         self.wakeups = Wakeups()
+        self.stdin = stdin.StdinQueue(self.wakeups)
         self._swept_at = 0.0
 
     # --- the caller's side --------------------------------------------------------------------
@@ -118,8 +120,9 @@ class Relay(Leases, Sweeper, Machines):
         self.wakeups.wake_machine(machine)
         return command
 
-    def wait(self, command_id: str, timeout_seconds: float, on_change=None, *, known: Command | None = None) -> Command:
-        """Wait until the command is terminal or the time is up; return its latest record.
+    def wait(self, command_id: str, timeout_seconds: float, on_change=None, *, known: Command | None = None, until=None) -> Command:
+        """Wait until the command is terminal, `until(command)` holds, or the time is up; return its
+        latest record.
 
         Nothing happens to the command when the time is up: it keeps its state, and the caller can
         learn its outcome later. `on_change(command)` is called whenever output arrives. `known` is
@@ -134,7 +137,7 @@ class Relay(Leases, Sweeper, Machines):
                 changed.clear()
                 self.sweep_soon()
                 command, known = known or self._latest(command_id), None
-                if command.state in TERMINAL_STATES:
+                if command.state in TERMINAL_STATES or (until is not None and until(command)):
                     return command
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -165,8 +168,10 @@ class Relay(Leases, Sweeper, Machines):
 
     # --- the agent's side ---------------------------------------------------------------------
 
-    def progress(self, machine: str, command_id: str, chunks: list[dict]) -> dict:
+    def progress(self, machine: str, command_id: str, chunks: list[dict], idle: dict | None = None) -> dict:
         """Store streamed output chunks (idempotent by offset), note a heartbeat, report cancellation.
+        `idle` ({"stdin": bytes written, "closed": bool}) says an interactive command has been quiet
+        since it was given that much input, its output all sent (web/relay/stdin.py).
 
         Returns {"received": {stream: next offset expected}, "cancel": bool, "state": state}.
         """
@@ -176,10 +181,13 @@ class Relay(Leases, Sweeper, Machines):
         with db.connection_context():
             command = self._owned(machine, command_id)
             due = command.state == RUNNING and t - (command.heartbeat_at or 0.0) >= every
-            if chunks or due:  # a heartbeat alone writes only every few seconds
+            if chunks or due or idle:  # a heartbeat alone writes only every few seconds
                 with atomic_write():
                     command = self._owned(machine, command_id)
                     stored = self.output.append(command, chunks) if chunks else False
+                    if idle and command.state == RUNNING:
+                        command.output = stdin.with_idle(command.output, idle)
+                        stored = True
                     if command.state == RUNNING and t - (command.heartbeat_at or 0.0) >= every:
                         command.heartbeat_at = t
                         due = True
