@@ -9,6 +9,7 @@ import time
 import anyio
 import pytest
 
+from tests import database
 from tests.harness import Agent, Server
 from tests.mcp_client import open_session
 
@@ -118,10 +119,15 @@ def test_the_owners_policy_refuses_a_piped_stdin_when_send_input_is_not_allowed(
         server.stop()
 
 
+@pytest.mark.skipif(not database.PG_BIN_DIRS, reason="needs PostgreSQL (Debian: apt-get install postgresql)")
 def test_input_crosses_server_processes_through_the_database(tmp_path):
     """With four server processes, the send_input call, the agent's held input request and its output
-    posts land on different ones: the input still arrives, and the answer still comes."""
-    server = Server(tmp_path / "server", env={"WEB_CONCURRENCY": "4"}).start()
+    posts land on different ones: the input still arrives, and the answer still comes. Several
+    processes need PostgreSQL (the server refuses them on SQLite), whichever database the run uses."""
+    server = Server(tmp_path / "server", env={"WEB_CONCURRENCY": "4"})
+    if not server.database_url.startswith("postgresql"):
+        server.database_url = server.env["DATABASE_URL"] = database.cluster().create_database()
+    server.start()
     agent = Agent(server, tmp_path / "agent", "box").start()
     try:
         async def scenario():
