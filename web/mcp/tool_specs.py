@@ -26,9 +26,8 @@ CORE_TOOLS = (
     ToolSpec(
         "run_shell_command",
         "Run a shell command on a machine; returns stdout, stderr and exit code (non-zero is reported, not "
-        "a tool failure). Stdin is closed, or with stdin='pipe' kept open for send_input, the answer coming once "
-        "the command is quiet (e.g. at a prompt). When it ends, times out or is cancelled, every process it started is "
-        "ended (see keep_background). If it is still "
+        "a tool failure). Stdin is closed; stdin='pipe' keeps it open for send_input and answers once the command is "
+        "quiet (at a prompt). When it ends, every process it started is ended (see keep_background). If it is still "
         "running when this call stops waiting (under a minute), the answer gives its command_id and output so "
         "far: follow it with get_command_output, stop it with cancel_command, never re-run it. Long output "
         "shows head and tail; page the rest with get_command_output.",
