@@ -1,7 +1,8 @@
-"""OAuth single use under concurrency, against the real server (two gevent workers, so requests
-race across processes as well as greenlets): one authorization code or one refresh token posted to
-/token by many clients at once gives exactly one set of tokens. Run it with
-CODE_REMOTE_TEST_DATABASE=postgresql too: a read-then-save spend held on SQLite (BEGIN IMMEDIATE)
+"""OAuth single use under concurrency, against the real server: one authorization code or one refresh
+token posted to /token by many clients at once gives exactly one set of tokens. On PostgreSQL the
+server runs two gevent workers, so requests race across processes as well as greenlets; SQLite serves
+one process (the server refuses several workers on it), so there they race between greenlets. Run it
+with CODE_REMOTE_TEST_DATABASE=postgresql too: a read-then-save spend held on SQLite (BEGIN IMMEDIATE)
 and failed on PostgreSQL (a refresh token spent twice in 10 of 10 races)."""
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import threading
 import pytest
 import requests
 
+from tests.database import postgres_wanted
 from tests.harness import Server
 from tests.oauth_helpers import REDIRECT_URI, answer_consent, pkce_pair, redirect_params
 
@@ -19,7 +21,7 @@ RACERS = 12
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory) -> Server:
-    env = {"WEB_CONCURRENCY": "2", "AUTH_FAILURES_PER_MINUTE": "10000", "CLIENT_REGISTRATIONS_PER_HOUR": "10000"}
+    env = {"WEB_CONCURRENCY": "2" if postgres_wanted() else "1", "AUTH_FAILURES_PER_MINUTE": "10000", "CLIENT_REGISTRATIONS_PER_HOUR": "10000"}
     server = Server(tmp_path_factory.mktemp("oauth-race"), env=env).start()
     yield server
     server.stop()
