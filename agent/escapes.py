@@ -11,7 +11,9 @@ program clears it on purpose), as Jenkins' process tree killer does. When the co
 or is cancelled, the processes carrying its cookie are found (`/proc/<pid>/environ` on Linux; `ps`
 showing environments on macOS) and ended: SIGTERM, then SIGKILL after the grace period, in rounds
 until none is left (a process may fork while being ended). Where the call asked to keep them
-(`keep_background`), they are only listed. Either way the result names them by pid and name.
+(`keep_background`), they are only listed. Either way the result names them by pid and name. The
+cookie is also kept in the command's running record, so that an agent restarted after being killed
+mid-command ends what escaped it too (agent/reaper.py).
 
 A process id can be reused: before each signal the process is checked to still carry the cookie, and
 on Linux the signal goes through a pidfd opened before that check, so it cannot reach a newcomer.

@@ -28,7 +28,7 @@ from typing import Any
 
 import requests
 
-from agent import VERSION, operations, reaper
+from agent import VERSION, escapes, operations, reaper
 from agent.client import RelayClient, RelayError, classify
 from agent.config import AgentConfig
 from agent.delivery import INLINE_OUTPUT_BYTES, Delivery, OutputStreamer
@@ -289,10 +289,12 @@ class Agent:
             if tool == "run_shell_command":
                 cancel = threading.Event()
                 spool = OutputSpool(self.state.spool_paths(command_id), memory_bytes=INLINE_OUTPUT_BYTES)
+                cookie = escapes.new_cookie()  # recorded, so that a restarted agent finds what escaped
                 options = {
                     "spool": spool,
                     "cancel": cancel,
-                    "on_start": lambda pgid: running.record_group(pgid, reaper.start_ticks(pgid)),
+                    "cookie": cookie,
+                    "on_start": lambda pgid: running.record_group(pgid, reaper.start_ticks(pgid), cookie),
                 }
                 if (command.get("arguments") or {}).get("stdin") == "pipe":
                     interaction = options["stdin"] = Interaction()

@@ -136,11 +136,11 @@ class StateDir:
         process group is written into the record once it exists (`RunningRecord.record_group`)."""
         return RunningRecord(os.path.join(self.running_dir, f"{command_id}.json"), command_id)
 
-    def record_running(self, command_id: str, pgid: int, start_ticks: int | None) -> None:
+    def record_running(self, command_id: str, pgid: int, start_ticks: int | None, cookie: str | None = None) -> None:
         """Claim and record at once (a command whose process group is already known)."""
         record = self.claim_running(command_id)
         try:
-            record.record_group(pgid, start_ticks)
+            record.record_group(pgid, start_ticks, cookie)
         finally:
             record.close()
 
@@ -175,8 +175,8 @@ class RunningRecord:
         self.command_id = command_id
         self._fd: int | None = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
 
-    def record_group(self, pgid: int, start_ticks: int | None) -> None:
-        record = {"id": self.command_id, "pgid": pgid, "start_ticks": start_ticks}
+    def record_group(self, pgid: int, start_ticks: int | None, cookie: str | None = None) -> None:
+        record = {"id": self.command_id, "pgid": pgid, "start_ticks": start_ticks, "cookie": cookie}
         os.write(self._fd, json.dumps(record).encode("utf-8"))
 
     def close(self) -> None:

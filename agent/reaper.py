@@ -17,6 +17,7 @@ import os
 import signal
 import time
 
+from agent import escapes
 from agent.outbox import StateDir
 
 log = logging.getLogger(__name__)
@@ -74,13 +75,26 @@ def end_group(pgid: int, grace_seconds: float) -> None:
 
 
 def reap(state: StateDir, grace_seconds: float) -> list[str]:
-    """End every recorded group that is still ours; return the ids of the commands they ran."""
+    """End every recorded group that is still ours, and every process carrying a recorded command's
+    cookie (agent/escapes.py: those that left the group); return the ids of the commands they ran."""
     reaped = []
     for record in state.running():
-        pgid, command_id = record.get("pgid"), record.get("id")
+        pgid, command_id, cookie = record.get("pgid"), record.get("id"), record.get("cookie")
+        ended = False
         if isinstance(pgid, int) and pgid > 1 and ours(pgid, record.get("start_ticks")):
             log.warning("ending process group %d left running by a previous agent (command %s)", pgid, str(command_id)[:8])
             end_group(pgid, grace_seconds)
+            ended = True
+        if isinstance(cookie, str) and cookie:
+            # A random cookie names only this command's processes: no process id reuse to fear.
+            escaped = escapes.end(cookie, grace_seconds)
+            if escaped:
+                log.warning(
+                    "ended %d process(es) that command %s of a previous agent left running: %s",
+                    len(escaped), str(command_id)[:8], ", ".join(f"{p['pid']} ({p['name']})" for p in escaped[:10]),
+                )
+                ended = True
+        if ended:
             reaped.append(command_id)
         state.finished_running(command_id)
     return reaped

@@ -183,6 +183,7 @@ def run(
     env: dict[str, str] | None = None,
     keep_background: bool = False,
     stdin: Any = None,
+    cookie: str | None = None,
 ) -> dict[str, Any]:
     """Run `command`; return stdout, stderr, exit code, whether it timed out and how long it took.
 
@@ -198,7 +199,7 @@ def run(
     if not os.path.isdir(cwd):
         raise OperationError("working_dir_not_found", f"working directory does not exist: {cwd}")
     started = time.monotonic()
-    cookie = escapes.new_cookie()
+    cookie = cookie or escapes.new_cookie()  # the caller's, when it records it (agent/reaper.py)
     env = {**(os.environ if env is None else env), escapes.COOKIE_VARIABLE: cookie}
     try:
         proc = subprocess.Popen(

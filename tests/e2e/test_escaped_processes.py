@@ -134,3 +134,27 @@ def test_keep_background_leaves_them_running_and_lists_them(server, agent, cooki
 def test_a_command_that_leaves_nothing_behind_says_nothing_about_it(server, agent):
     result = tool(server, "run_shell_command", {"command": "echo alone"})
     assert "outlived it" not in result["text"] and "background_ended" not in result["structured"]
+
+
+def test_a_restarted_agent_ends_what_escaped_a_command_of_its_killed_predecessor(server, tmp_path):
+    """The agent itself is killed (SIGKILL) mid-command: at its restart it ends the command's process
+    group and, by the cookie it recorded, what had left that group."""
+    second = Agent(server, tmp_path, "box2").start()
+    cookie_file = second.scratch / "cookie"
+    try:
+        command = f'echo "$CODE_REMOTE_COMMAND_COOKIE" > {cookie_file}\nsetsid sleep 300 >/dev/null 2>&1 &\nsleep 300'
+        result = call_tool("sse", server.url + "/sse", server.token, "run_shell_command", {"command": command, "timeout": 600, "machine": "box2"})
+        assert "still running" in result["text"], result["text"]
+        cookie = wait_for(lambda: cookie_file.exists() and cookie_file.read_text().strip(), timeout=10, what="the cookie file")
+        wait_for(lambda: len(carrying(cookie)) >= 3, timeout=10, what="shell, sleep and the escaped sleep")
+        os.kill(second.process.proc.pid, signal.SIGKILL)
+        second.process.stop()
+        assert len(carrying(cookie)) >= 3  # orphans, until the agent comes back
+        second.start()
+        wait_for(lambda: carrying(cookie) == {}, timeout=20, what="the restarted agent to end every process of the command")
+        assert "left running: " in second.process.log() and "(sleep)" in second.process.log()
+    finally:
+        second.stop()
+        if cookie_file.exists():
+            for pid in carrying(cookie_file.read_text().strip()):
+                os.kill(pid, signal.SIGKILL)

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from agent import reaper
+from agent import escapes, reaper
 from agent.outbox import StateDir
 from tests.harness import wait_for
 
@@ -87,3 +87,23 @@ def test_a_claimed_command_is_held_and_only_a_recorded_group_is_reaped(tmp_path,
     assert state.running() == [] and not state.holds("c1") and not state.holds("c2")
     before_spawn.close()
     spawned.close()
+
+
+def test_the_reaper_ends_what_left_a_recorded_group_by_its_cookie(tmp_path, group):
+    cookie = escapes.new_cookie()
+    escaped = subprocess.Popen(
+        ["sleep", "300"], env={**os.environ, escapes.COOKIE_VARIABLE: cookie}, start_new_session=True
+    )
+    stranger = subprocess.Popen(["sleep", "300"], env={**os.environ, escapes.COOKIE_VARIABLE: escapes.new_cookie()})
+    try:
+        wait_for(lambda: escapes.marked(cookie), what="the escaped sleep")
+        state = StateDir(str(tmp_path / "state"))
+        state.record_running("c1", group.pid, reaper.start_ticks(group.pid), cookie)
+        assert reaper.reap(state, grace_seconds=1) == ["c1"]
+        escaped.wait(timeout=5)
+        assert escapes.marked(cookie) == [] and stranger.poll() is None  # another command's process stays
+    finally:
+        for proc in (escaped, stranger):
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
