@@ -14,6 +14,7 @@ import requests
 from playwright.sync_api import expect, sync_playwright
 
 from tests.harness import PYTHON, ROOT, Agent, Server
+from tests.oauth_helpers import REDIRECT_URI, pkce_pair
 
 AXE = ROOT / "tests" / "node" / "node_modules" / "axe-core" / "axe.min.js"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -83,6 +84,32 @@ def test_sign_in_shows_the_machines(browser, stack):
     context.close()
 
 
+@pytest.mark.parametrize("ticked", [True, False])
+def test_approving_an_oauth_client_can_sign_the_owner_in_to_the_dashboard_too(browser, stack, ticked):
+    server, _ = stack
+    client_id = requests.post(server.url + "/register", json={"redirect_uris": [REDIRECT_URI]}, timeout=5).json()["client_id"]
+    authorize = requests.Request("GET", server.url + "/authorize", params={
+        "response_type": "code", "client_id": client_id, "redirect_uri": REDIRECT_URI, "state": "s",
+        "code_challenge": pkce_pair()[1], "code_challenge_method": "S256",
+    }).prepare().url
+    context = browser.new_context()
+    context.route(REDIRECT_URI + "*", lambda route: route.fulfill(status=200, body="back at the client"))
+    page = context.new_page()
+    page.goto(authorize)
+    page.fill("#owner_secret", server.token)
+    if ticked:
+        page.check("#dashboard")
+    page.click("#approve")
+    expect(page.locator("body")).to_have_text("back at the client")
+    assert "code=" in page.url
+    page.goto(server.url + "/dashboard/machines")
+    if ticked:
+        expect(page.locator("h1")).to_have_text("Machines")
+    else:
+        assert "/dashboard/signin" in page.url, "approving a client alone does not sign the browser in"
+    context.close()
+
+
 def test_a_wrong_secret_is_refused(browser, stack):
     server, _ = stack
     page = browser.new_page()
@@ -117,6 +144,12 @@ def test_live_output_reaches_the_page_within_a_second_of_the_agent_sending_it(br
         const note = () => { for (const m of document.getElementById('live').textContent.matchAll(/tick(\\d+)/g))
             if (!(m[1] in window.seen)) window.seen[m[1]] = Date.now() / 1000; };
         new MutationObserver(note).observe(document.getElementById('live'), {subtree: true, childList: true, characterData: true});
+        // Every state the first card's badge shows, in order.
+        window.states = [];
+        new MutationObserver((records) => { for (const r of records) for (const n of r.addedNodes) {
+            const badge = n.nodeType === 1 ? n.querySelector('.state') : (n.parentElement && n.parentElement.matches('.state') ? n.parentElement : null);
+            if (badge && badge.closest('li.card') === document.querySelector('#live li.card')) window.states.push(badge.textContent);
+        } }).observe(document.getElementById('live'), {subtree: true, childList: true});
     }""")
     lines = 15
     process = client_process(server, {"command": f"for i in $(seq 1 {lines}); do echo tick$i; sleep 0.2; done"})
@@ -124,6 +157,9 @@ def test_live_output_reaches_the_page_within_a_second_of_the_agent_sending_it(br
     expect(card.locator(".state")).to_have_text("succeeded", timeout=30000)
     result = finish(process)
     assert not result["is_error"] and "tick15" in result["text"]
+    shown = page.evaluate("window.states")
+    states = [state for i, state in enumerate(shown) if i == 0 or shown[i - 1] != state]
+    assert states == ["queued", "leased", "running", "succeeded"], f"the page showed the states {states}"
     seen = page.evaluate("window.seen")
     assert sorted(int(n) for n in seen) == list(range(1, lines + 1))
     # When the server received each line from the agent: the stored chunk that carried it.

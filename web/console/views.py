@@ -44,6 +44,16 @@ def require_sign_in():
     return guard(signin())
 
 
+@bp.after_app_request
+def sign_in_after_consent(response: Response) -> Response:
+    """The owner proved the owner secret on the OAuth consent page and asked to be signed in here too."""
+    via = g.pop("owner_proved", None)
+    if via and response.status_code < 400:
+        signin().sign_in(response, via=via)
+        log.info("dashboard: owner signed in through the consent page from %s", request.remote_addr)
+    return response
+
+
 @bp.after_request
 def security_headers(response: Response) -> Response:
     for name, value in HEADERS.items():

@@ -216,6 +216,8 @@ def authorize():
         client, redirect_uri=params["redirect_uri"], code_challenge=params["code_challenge"], resource=canonical, scope=SCOPE
     )
     log.info("oauth: owner approved client %s", client.client_id[:8])
+    if request.form.get("dashboard") == "1":
+        g.owner_proved = "OAuth consent"  # the dashboard signs this browser in (web/console/views.py)
     return _redirect_back(params["redirect_uri"], {"code": code, "state": params["state"]})
 
 
