@@ -11,7 +11,7 @@ import time
 from flask import Blueprint, Response, abort, current_app, g, make_response, redirect, render_template, request, url_for
 from werkzeug.exceptions import HTTPException
 
-from web import errors
+from web import controls, errors
 from web.api import KEY_SHA256
 from web.console import queries
 from web.console.signin import HEADERS, SignIn, guard, safe_next
@@ -100,10 +100,17 @@ def csrf_token() -> str:
 
 
 def summary(command) -> str:
-    """One line saying what a command does: its shell command, or its tool and path."""
+    """One line saying what a command does: its shell command, or its tool and path (controls and
+    newlines written visibly)."""
     arguments = command.arguments or {}
     text = arguments.get("command") or arguments.get("path") or ""
-    return str(text)[:300]
+    return controls.escape(controls.name(str(text)[:300]))
+
+
+# Output, file names and messages come from the machine: shown with their control characters and bidi
+# controls written visibly (web/controls.py), so `exe.txt` cannot display as `txt.exe` here either.
+# The live view escapes what it appends the same way (static/console.js).
+bp.add_app_template_filter(controls.escape, "visible")
 
 
 bp.add_app_template_global(summary, "summary")

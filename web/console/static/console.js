@@ -12,6 +12,17 @@
     badge.className = "state state-" + state;
   }
 
+  // Control characters and bidi controls written visibly, as web/controls.py writes them for the page
+  // itself: output comes from the machine, and a U+202E would reorder what the owner reads.
+  var CONTROLS = /[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]|\r(?!\n)/g;
+
+  function visible(text) {
+    return text.replace(CONTROLS, function (c) {
+      var code = c.charCodeAt(0);
+      return code < 256 ? "\\x" + ("0" + code.toString(16)).slice(-2) : "\\u" + ("000" + code.toString(16)).slice(-4);
+    });
+  }
+
   function appendOutput(holder, pre, data) {
     // Skip what the page already shows: each stream's received offset is kept on its holder.
     var key = data.stream;
@@ -25,6 +36,7 @@
       text = new TextDecoder().decode(bytes);
     }
     holder.dataset[key] = String(end);
+    text = visible(text);
     if (key === "stderr") text = text.replace(/^/gm, "[stderr] ");
     var all = pre.textContent + text;
     if (all.length > KEEP_CHARS) all = "[…]\n" + all.slice(all.length - KEEP_CHARS);
