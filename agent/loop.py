@@ -309,6 +309,11 @@ class Agent:
                     self.delivery, command_id, cancel, self.config.progress_seconds, before_start=spool.spill, interaction=interaction
                 )
                 options["on_tick"] = streamer.tick
+            elif tool == "search":
+                # No output, but a heartbeat that brings news of a cancel_command (agent/search.py stops).
+                cancel = threading.Event()
+                streamer = OutputStreamer(self.delivery, command_id, cancel, self.config.progress_seconds)
+                options = {"cancel": cancel, "on_tick": streamer.tick}
             try:
                 body = operations.outcome(tool, command.get("arguments") or {}, float(command.get("timeout_seconds", 30)), self.config, self.policy, secrets=self.secrets, **options)
             finally:

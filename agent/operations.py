@@ -6,7 +6,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from agent import edit, fileops, files, shell, writing
+from agent import edit, fileops, files, search, shell, writing
 from agent import policy as owner_policy
 from agent.config import AgentConfig
 from agent.errors import OperationError
@@ -60,6 +60,10 @@ def perform(
         )
     if tool == "edit_file":
         return edit.edit_file(policy, arguments["path"], arguments["edits"], dry_run=bool(arguments.get("dry_run", False)))
+    if tool == "search":
+        return search.search(
+            policy, arguments, timeout_seconds=timeout_seconds, cancel=shell_options.get("cancel"), on_tick=shell_options.get("on_tick")
+        )
     if tool == "list_directory":
         return files.list_directory(policy, arguments["path"])
     if tool in FILE_OPERATIONS:

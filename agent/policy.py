@@ -41,10 +41,10 @@ from agent.errors import OperationError
 
 ALL_TOOLS = (
     "run_shell_command", "read_file", "write_file", "list_directory", "edit_file", "move_file", "copy_file",
-    "make_directory", "delete_path", "get_file_info", "read_multiple_files", "send_input",
+    "make_directory", "delete_path", "get_file_info", "read_multiple_files", "send_input", "search",
 )
 # The tools that change nothing: the only ones READ_ONLY leaves on.
-READ_ONLY_TOOLS = frozenset({"read_file", "list_directory", "get_file_info", "read_multiple_files"})
+READ_ONLY_TOOLS = frozenset({"read_file", "list_directory", "get_file_info", "read_multiple_files", "search"})
 SHELL_METACHARACTERS = frozenset(";&|<>$`()\n\r\\")
 
 

@@ -216,16 +216,16 @@ class Agent:
         self.scratch = workdir / f"scratch-{name}"
         self.home.mkdir(parents=True, exist_ok=True)
         self.scratch.mkdir(parents=True, exist_ok=True)
-        self.env = base_env(
-            RELAY_URL=server.url,
-            AUTH_TOKEN=server.token,
-            MACHINE_NAME=name,
-            HOME=str(self.home),
-            ALLOWED_ROOTS=os.pathsep.join([str(self.home), str(self.scratch)]),
-            SHELL="/bin/sh",
-            CODE_REMOTE_ENV_FILE=str(workdir / "no-such.env"),
-            **(env or {}),
-        )
+        defaults = {
+            "RELAY_URL": server.url,
+            "AUTH_TOKEN": server.token,
+            "MACHINE_NAME": name,
+            "HOME": str(self.home),
+            "ALLOWED_ROOTS": os.pathsep.join([str(self.home), str(self.scratch)]),
+            "SHELL": "/bin/sh",
+            "CODE_REMOTE_ENV_FILE": str(workdir / "no-such.env"),
+        }
+        self.env = base_env(**(defaults | (env or {})))  # `env` may replace a default (e.g. ALLOWED_ROOTS)
         self.log_path = workdir / f"agent-{name}.log"
         self.process: Process | None = None
 

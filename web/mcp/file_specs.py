@@ -24,7 +24,45 @@ def result_schema(**properties: Any) -> dict[str, Any]:
     return {"type": "object", "properties": {**command, **properties}, "required": RELAYED_REQUIRED}
 NULLABLE_INTEGER = {"type": ["integer", "null"]}
 
+GLOBS = {"type": "array", "items": {"type": "string", "minLength": 1}, "maxItems": 50}
+MATCH = {
+    "type": "object",
+    "properties": {
+        "path": STRING, "line": INTEGER, "column": INTEGER, "text": STRING,
+        "before": {"type": "array", "items": STRING}, "after": {"type": "array", "items": STRING},
+    },
+    "required": ["path", "line", "column"],
+}
+
 FILE_TOOLS = (
+    ToolSpec(
+        "search",
+        "Search file contents (regex; literal for plain text) or file paths (kind='files') under a folder, "
+        "as ripgrep does: .gitignore respected, binary files skipped and named. Case-insensitive unless the "
+        "pattern has a capital. Paged: pass continuation_token on.",
+        {
+            "path": {"type": "string", "description": "Folder to search (default: home)."},
+            "pattern": {"type": "string", "minLength": 1, "maxLength": 4096},
+            "kind": {"type": "string", "enum": ["content", "files"]},
+            "literal": BOOLEAN,
+            "case_sensitive": BOOLEAN,
+            "include": {**GLOBS, "description": "Only paths matching these globs, e.g. ['*.py']."},
+            "exclude": GLOBS,
+            "context_lines": {"type": "integer", "minimum": 0, "maximum": 10},
+            "max_results": {"type": "integer", "minimum": 1, "maximum": 1000},
+            "continuation_token": STRING,
+            "machine": MACHINE_PROPERTY,
+        },
+        ("pattern",),
+        read_only=True,
+        title="Search",
+        output=result_schema(
+            path=STRING, kind=STRING, engine=STRING, matches={"type": "array", "items": MATCH},
+            files={"type": "array", "items": {"type": "object", "properties": {"path": STRING, "size": NULLABLE_INTEGER}}},
+            count=INTEGER, complete=BOOLEAN, continuation_token=STRING, stopped=STRING,
+            binary_files_skipped={"type": "array", "items": STRING},
+        ),
+    ),
     ToolSpec(
         "edit_file",
         "Replace exact text in a file: each edit's old_text must occur expected_replacements times (default 1). "

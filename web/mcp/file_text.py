@@ -81,6 +81,36 @@ def read_multiple_files(result: dict[str, Any]) -> str:
     return "\n".join(parts)
 
 
+def search(result: dict[str, Any]) -> str:
+    """`path:line:column: text` per match (context lines as `path-line- text`), or a path per file; then
+    what was skipped and how to read on. The matched lines are the files' own text: each is one line
+    (a path by `name`, a line split at newlines), and a frame ends them."""
+    lines = []
+    for match in result.get("matches") or []:
+        where = name(match.get("path"))
+        for offset, text in enumerate(match.get("before") or [], start=-len(match.get("before") or [])):
+            lines.append(f"{where}-{match.get('line', 0) + offset}- {name(text)}")
+        lines.append(f"{where}:{match.get('line')}:{match.get('column')}: {name(match.get('text', ''))}")
+        for offset, text in enumerate(match.get("after") or [], start=1):
+            lines.append(f"{where}-{match.get('line', 0) + offset}- {name(text)}")
+    for found in result.get("files") or []:
+        lines.append(name(found.get("path")))
+    what = "matches" if result.get("kind", "content") == "content" else "files"
+    head = f"{result.get('count', 0)} {what} under {name(result.get('path'))} ({result.get('engine')})"
+    text = head + ("\n" + "\n".join(lines) + "\n" + frame("end of results") if lines else "\n(none)")
+    skipped = result.get("binary_files_skipped") or []
+    if skipped:
+        text += f"\n[{len(skipped)} binary file(s) matched and are not shown: {', '.join(name(p) for p in skipped[:10])}{' …' if len(skipped) > 10 else ''}]"
+    denied = result.get("denied_paths_skipped") or []
+    if denied:
+        text += f"\n[not searched (the agent's deny-list): {', '.join(name(p) for p in denied[:10])}]"
+    if result.get("stopped"):
+        text += f"\n[search stopped: {result['stopped']}]"
+    if result.get("continuation_token"):
+        text += f"\n[more results: repeat the call with continuation_token='{result['continuation_token']}']"
+    return text
+
+
 FORMATTERS: dict[str, Callable[[dict[str, Any]], str]] = {
     "write_file": write_file,
     "edit_file": edit_file,
@@ -90,4 +120,5 @@ FORMATTERS: dict[str, Callable[[dict[str, Any]], str]] = {
     "delete_path": delete_path,
     "get_file_info": get_file_info,
     "read_multiple_files": read_multiple_files,
+    "search": search,
 }
