@@ -156,7 +156,7 @@ def test_the_official_client_authorizes_with_its_document_url_and_calls_tools(se
     assert refreshed.status_code == 200 and refreshed.json()["access_token"].startswith("cra_")
     # The consent page named the client from its document.
     page = _authorize(server, url)
-    assert page.status_code == 200 and "Official by URL" in page.text
+    assert page.status_code == 200 and "Official by URL" in page.text and f"<code>{url}</code>" in page.text
 
 
 def test_a_code_is_issued_and_refusals_after_the_client_is_known_go_back_as_redirects(server, documents):

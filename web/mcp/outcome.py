@@ -204,4 +204,4 @@ def summary_line(command: Command) -> str:
     what = (command.arguments or {}).get("command") or (command.arguments or {}).get("path") or ""
     if len(what) > 80:
         what = what[:77] + "..."
-    return f"{command.id}  {command.machine}  {command.tool}  {command.state}  {when}  {what}"
+    return f"{command.id}  {command.machine}  {command.tool}  {command.state}  {when}  {name(what)}"
