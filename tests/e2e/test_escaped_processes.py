@@ -152,7 +152,8 @@ def test_a_restarted_agent_ends_what_escaped_a_command_of_its_killed_predecessor
         assert len(carrying(cookie)) >= 3  # orphans, until the agent comes back
         second.start()
         wait_for(lambda: carrying(cookie) == {}, timeout=20, what="the restarted agent to end every process of the command")
-        assert "left running: " in second.process.log() and "(sleep)" in second.process.log()
+        logged = wait_for(lambda: [line for line in second.process.log().splitlines() if "left running: " in line], timeout=10, what="the reaper's log line")
+        assert "(sleep)" in logged[0], logged
     finally:
         second.stop()
         if cookie_file.exists():
