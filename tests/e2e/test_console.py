@@ -202,6 +202,24 @@ def test_cancel_from_the_page_ends_the_command_and_tells_the_client(browser, sta
     context.close()
 
 
+def test_cancel_from_a_live_card_with_the_keyboard(browser, stack):
+    server, _ = stack
+    context, page = signed_in(browser, server)
+    page.goto(server.url + "/dashboard/live")
+    expect(page.locator("#live-status")).to_have_text("Live.")
+    process = client_process(server, {"command": "echo card-cancel; sleep 30", "machine": "box"})
+    card = page.locator("#live li.card", has_text="card-cancel")  # added by the page as the client sent it
+    expect(card.locator(".state")).to_have_text("running", timeout=20000)
+    card.get_by_role("button", name="Cancel").focus()
+    page.keyboard.press("Enter")
+    card = page.locator("#live li.card", has_text="card-cancel")
+    expect(card.locator(".state")).to_have_text("cancelled", timeout=15000)
+    expect(card.get_by_role("button", name="Cancel")).to_have_count(0)
+    result = finish(process)
+    assert result["is_error"] and "cancelled" in result["text"]
+    context.close()
+
+
 def test_revoking_an_agent_from_the_page_refuses_its_next_poll(browser, stack):
     server, _ = stack
     registered = requests.post(server.url + "/api/agent/register", json={"machine": "spare"}, headers=server.headers(), timeout=10).json()
@@ -287,8 +305,9 @@ def test_a_form_without_the_right_csrf_token_is_refused(browser, stack):
 
 
 def all_pages(server: Server) -> list[str]:
-    commands = server.audit(limit=20)
-    command_id = next(row["command_id"] for row in commands if row["command_id"])
+    if not any(row["command_id"] for row in server.audit(limit=20)):  # a test run alone: make one
+        assert not finish(client_process(server, {"command": "echo a-command-page", "machine": "box"}))["is_error"]
+    command_id = next(row["command_id"] for row in server.audit(limit=20) if row["command_id"])
     return [f"/dashboard/{name}" for name in PAGES] + [
         f"/dashboard/commands/{command_id}", "/dashboard/machines/box/revoke", "/dashboard/machines/moved/approve"]
 
@@ -311,6 +330,26 @@ def test_no_page_scrolls_sideways_on_a_phone(browser, stack):
     if SCREENSHOTS:
         page.goto(server.url + "/dashboard/live")
         page.screenshot(path=str(ROOT / "docs" / "console-phone.png"))
+    context.close()
+
+
+def test_every_control_on_every_page_is_reached_with_the_tab_key(browser, stack):
+    server, _ = stack
+    context, page = signed_in(browser, server)
+    for path in all_pages(server):
+        page.goto(server.url + path)
+        count = page.evaluate("""() => {
+            const controls = [...document.querySelectorAll('a[href], button, input:not([type=hidden]), select, summary, [tabindex="0"]')]
+                .filter(e => e.getClientRects().length && getComputedStyle(e).visibility !== 'hidden');
+            controls.forEach((e, i) => e.dataset.k = i);
+            window.reached = new Set();
+            document.addEventListener('focusin', (event) => { if (event.target.dataset.k) window.reached.add(event.target.dataset.k); });
+            return controls.length;
+        }""")
+        for _ in range(count * 4):  # a date and time field takes a Tab per part
+            page.keyboard.press("Tab")
+        reached = page.evaluate("window.reached.size")
+        assert reached == count, f"{path}: {count - reached} of {count} controls are not reached with Tab"
     context.close()
 
 

@@ -20,7 +20,7 @@ from flask import Response, current_app, render_template, request, stream_with_c
 from web.console import feed, queries
 from web.console.queries import high_water, parse_mark
 from web.console.views import bp
-from web.models import Command
+from web.models import TERMINAL_STATES, Command
 from web.relay import output
 
 HEARTBEAT_SECONDS = 15.0
@@ -48,7 +48,8 @@ def tail(command: Command) -> tuple[str, dict[str, int]]:
 def live():
     since = high_water()  # before reading the rows: a change in between is sent twice, never lost
     commands = queries.active()
-    return render_template("console/live.html", commands=[(c, *tail(c)) for c in commands], since=since, page="live")
+    return render_template("console/live.html", commands=[(c, *tail(c)) for c in commands], since=since, page="live",
+                           terminal_states=TERMINAL_STATES)
 
 
 @bp.get("/events")

@@ -273,6 +273,8 @@ def cancel_command(command_id: str):
         abort(404, f"no command {command_id[:32]}")
     services().relay.cancel(found.id, actor="owner", reason="cancelled from the dashboard")
     log.info("dashboard: owner cancelled command %s", found.id[:8])
+    if request.form.get("back") == "live":
+        return redirect(url_for("console.live"), 303)
     return redirect(url_for("console.command", command_id=found.id), 303)
 
 

@@ -86,15 +86,37 @@
       li.appendChild(what);
       li.appendChild(el("p", "note", data.when || ""));
       li.appendChild(pre);
+      if (TERMINAL.indexOf(data.to) < 0) li.appendChild(cancelForm(data));
       list.insertBefore(li, list.firstChild);
       if (empty) empty.hidden = true;
       return li;
+    }
+    function cancelForm(data) {
+      // The same form the server renders for a card: a POST with the page's CSRF token.
+      var form = el("form", "card-cancel");
+      form.method = "post";
+      form.action = list.dataset.cancelUrl.replace("COMMAND", encodeURIComponent(data.command));
+      [["csrf_token", list.dataset.csrf], ["back", "live"]].forEach(function (field) {
+        var input = el("input");
+        input.type = "hidden";
+        input.name = field[0];
+        input.value = field[1];
+        form.appendChild(input);
+      });
+      var button = el("button", "danger", "Cancel");
+      button.type = "submit";
+      button.setAttribute("aria-label", "Cancel " + data.tool + " " + data.command.slice(0, 8) + " on " + data.machine);
+      form.appendChild(button);
+      return form;
     }
     connect(list.dataset.eventsUrl, {
       state: function (data) {
         var li = card(data.command);
         if (!li && data.machine) li = addCard(data);
-        if (li) setState(li.querySelector(".state"), data.to);
+        if (!li) return;
+        setState(li.querySelector(".state"), data.to);
+        var form = li.querySelector("form.card-cancel");
+        if (form && TERMINAL.indexOf(data.to) >= 0) form.remove();
       },
       output: function (data) {
         var li = card(data.command);
