@@ -78,7 +78,7 @@
       h2.appendChild(document.createTextNode(" "));
       h2.appendChild(el("span", "state state-" + data.to, data.to));
       var what = el("p", "what");
-      what.appendChild(el("code", "", data.summary || ""));
+      what.appendChild(el("code", "", visible(data.summary || "")));
       var pre = el("pre", "output");
       pre.tabIndex = 0;
       pre.setAttribute("aria-label", "Output of " + data.command.slice(0, 8));
@@ -139,7 +139,7 @@
         li.appendChild(el("time", "", new Date(data.at * 1000).toISOString().replace("T", " ").slice(0, 19) + " UTC"));
         li.appendChild(document.createTextNode(" "));
         li.appendChild(el("span", "state state-" + data.to, data.to));
-        li.appendChild(el("span", "note", " by " + data.actor + (data.detail ? ": " + data.detail : "")));
+        li.appendChild(el("span", "note", " by " + data.actor + (data.detail ? ": " + visible(data.detail) : "")));
         timeline.appendChild(li);
         if (TERMINAL.indexOf(data.to) >= 0) {
           var form = document.getElementById("cancel-form");
