@@ -6,7 +6,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from agent import edit, fileops, files, search, shell, writing
+from agent import checkpoints, edit, fileops, files, search, shell, writing
 from agent import policy as owner_policy
 from agent.config import AgentConfig
 from agent.errors import OperationError
@@ -53,13 +53,14 @@ def perform(
         return files.read_file(
             policy, arguments["path"], max_bytes=config.max_read_bytes, offset=arguments.get("offset"), limit=arguments.get("limit")
         )
-    if tool == "write_file":
-        return writing.write_file(
-            policy, arguments["path"], arguments["content"], max_bytes=MAX_WRITE_BYTES,
-            mode=arguments.get("mode", "rewrite"), create_dirs=bool(arguments.get("create_dirs", False)),
+    if tool in checkpoints.TOOLS:
+        return checkpoints.Store(os.path.join(config.state_dir, "checkpoints")).guarded(
+            policy, tool, arguments, lambda: _change(tool, arguments, config, policy)
         )
-    if tool == "edit_file":
-        return edit.edit_file(policy, arguments["path"], arguments["edits"], dry_run=bool(arguments.get("dry_run", False)))
+    if tool == "list_checkpoints":
+        return checkpoints.Store(os.path.join(config.state_dir, "checkpoints")).list(policy, arguments.get("path"))
+    if tool == "undo_change":
+        return checkpoints.Store(os.path.join(config.state_dir, "checkpoints")).undo(policy, arguments["checkpoint_id"])
     if tool == "search":
         return search.search(
             policy, arguments, timeout_seconds=timeout_seconds, cancel=shell_options.get("cancel"), on_tick=shell_options.get("on_tick")
@@ -69,6 +70,18 @@ def perform(
     if tool in FILE_OPERATIONS:
         return FILE_OPERATIONS[tool](policy, arguments, config)
     raise OperationError("unknown_tool", f"this agent does not know the tool {tool!r}; upgrade it")
+
+
+def _change(tool: str, arguments: dict[str, Any], config: AgentConfig, policy: files.PathPolicy) -> dict[str, Any]:
+    """A changing file tool; agent/checkpoints.py keeps what it replaces."""
+    if tool == "write_file":
+        return writing.write_file(
+            policy, arguments["path"], arguments["content"], max_bytes=MAX_WRITE_BYTES,
+            mode=arguments.get("mode", "rewrite"), create_dirs=bool(arguments.get("create_dirs", False)),
+        )
+    if tool == "edit_file":
+        return edit.edit_file(policy, arguments["path"], arguments["edits"], dry_run=bool(arguments.get("dry_run", False)))
+    return FILE_OPERATIONS[tool](policy, arguments, config)
 
 
 def outcome(

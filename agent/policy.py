@@ -42,9 +42,10 @@ from agent.errors import OperationError
 ALL_TOOLS = (
     "run_shell_command", "read_file", "write_file", "list_directory", "edit_file", "move_file", "copy_file",
     "make_directory", "delete_path", "get_file_info", "read_multiple_files", "send_input", "search",
+    "list_checkpoints", "undo_change",
 )
 # The tools that change nothing: the only ones READ_ONLY leaves on.
-READ_ONLY_TOOLS = frozenset({"read_file", "list_directory", "get_file_info", "read_multiple_files", "search"})
+READ_ONLY_TOOLS = frozenset({"read_file", "list_directory", "get_file_info", "read_multiple_files", "search", "list_checkpoints"})
 SHELL_METACHARACTERS = frozenset(";&|<>$`()\n\r\\")
 
 

@@ -19,8 +19,9 @@ PATH = STRING
 
 def result_schema(**properties: Any) -> dict[str, Any]:
     """The agent's result fields, beside the command's (web/mcp/result_schemas.RELAYED, without its
-    descriptions: every byte here is in every conversation)."""
-    command = {"command_id": STRING, "machine": STRING, "state": STRING, "message": STRING}
+    descriptions: every byte here is in every conversation). Of the command's fields only the two
+    always present are declared; `machine` and `message` come too (the schema allows more)."""
+    command = {"command_id": STRING, "state": STRING}
     return {"type": "object", "properties": {**command, **properties}, "required": RELAYED_REQUIRED}
 NULLABLE_INTEGER = {"type": ["integer", "null"]}
 
@@ -37,9 +38,9 @@ MATCH = {
 FILE_TOOLS = (
     ToolSpec(
         "search",
-        "Search file contents (regex; literal for plain text) or file paths (kind='files') under a folder, "
-        "as ripgrep does: .gitignore respected, binary files skipped and named. Case-insensitive unless the "
-        "pattern has a capital. Paged: pass continuation_token on.",
+        "Search file contents (regex, or literal) or paths (kind='files') under a folder as ripgrep does: "
+        ".gitignore respected, binary files skipped. Case-insensitive unless the pattern has a capital. "
+        "Paged by continuation_token.",
         {
             "path": {"type": "string", "description": "Folder to search (default: home)."},
             "pattern": {"type": "string", "minLength": 1, "maxLength": 4096},
@@ -131,6 +132,39 @@ FILE_TOOLS = (
         title="Delete path",
         destructive=True,
         output=result_schema(path=STRING, type=STRING, removed_entries=INTEGER, checkpoint_id=STRING),
+    ),
+    ToolSpec(
+        "list_checkpoints",
+        "Checkpoints of the changes made by write_file, edit_file, move_file, copy_file and delete_path, "
+        "newest first; path filters.",
+        {"path": PATH, "machine": MACHINE_PROPERTY},
+        (),
+        read_only=True,
+        title="List checkpoints",
+        output=result_schema(
+            checkpoints={
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "checkpoint_id": STRING, "tool": STRING, "created_at": STRING,
+                        "paths": {"type": "array", "items": STRING}, "bytes": INTEGER,
+                    },
+                    "required": ["checkpoint_id", "tool", "paths"],
+                },
+            },
+            count=INTEGER,
+        ),
+    ),
+    ToolSpec(
+        "undo_change",
+        "Undo one change by its checkpoint_id: put back what it replaced. Refused if a path changed since "
+        "(undo newer changes first).",
+        {"checkpoint_id": {"type": "string", "minLength": 1, "maxLength": 64}, "machine": MACHINE_PROPERTY},
+        ("checkpoint_id",),
+        title="Undo change",
+        destructive=True,
+        output=result_schema(checkpoint_id=STRING, tool=STRING, restored={"type": "array", "items": STRING}),
     ),
     ToolSpec(
         "get_file_info",

@@ -111,6 +111,20 @@ def search(result: dict[str, Any]) -> str:
     return text
 
 
+def list_checkpoints(result: dict[str, Any]) -> str:
+    lines = [
+        f"{c.get('checkpoint_id')}  {c.get('created_at')}  {c.get('tool')}  {', '.join(name(p) for p in c.get('paths') or [])}"
+        for c in result.get("checkpoints") or []
+    ]
+    if not lines:
+        return "no checkpoints"
+    return "\n".join(lines) + "\n[newest first; undo_change(checkpoint_id=...) puts back what one change replaced]"
+
+
+def undo_change(result: dict[str, Any]) -> str:
+    return f"undid {result.get('tool')} (checkpoint {result.get('checkpoint_id')}): restored {', '.join(name(p) for p in result.get('restored') or [])}"
+
+
 FORMATTERS: dict[str, Callable[[dict[str, Any]], str]] = {
     "write_file": write_file,
     "edit_file": edit_file,
@@ -121,4 +135,6 @@ FORMATTERS: dict[str, Callable[[dict[str, Any]], str]] = {
     "get_file_info": get_file_info,
     "read_multiple_files": read_multiple_files,
     "search": search,
+    "list_checkpoints": list_checkpoints,
+    "undo_change": undo_change,
 }

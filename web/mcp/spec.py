@@ -9,7 +9,7 @@ import mcp_types
 
 MACHINE_PROPERTY = {
     "type": "string",
-    "description": "Machine to act on; optional when only one is online.",
+    "description": "Machine name; optional if only one is online.",
     "maxLength": 64,
 }
 
@@ -41,7 +41,7 @@ class ToolSpec:
             description=self.description,
             title=self.title or None,
             input_schema=schema,
-            output_schema=self.output,
+            output_schema=_bare(self.output),
             # The title is given once, on the tool (annotations.title is its older spelling).
             annotations=mcp_types.ToolAnnotations(
                 read_only_hint=self.read_only,
@@ -50,3 +50,13 @@ class ToolSpec:
                 open_world_hint=self.open_world,
             ),
         )
+
+
+def _bare(schema: Any) -> Any:
+    """An output schema without its descriptions: they document the source (web/mcp/result_schemas.py)
+    and README.md, while every byte of `tools/list` is paid for in every conversation."""
+    if isinstance(schema, dict):
+        return {key: _bare(value) for key, value in schema.items() if not (key == "description" and isinstance(value, str))}
+    if isinstance(schema, list):
+        return [_bare(item) for item in schema]
+    return schema

@@ -25,19 +25,17 @@ __all__ = ["TOOLS", "TOOLS_BY_NAME", "ToolSpec"]
 CORE_TOOLS = (
     ToolSpec(
         "run_shell_command",
-        "Run a shell command on a machine; returns stdout, stderr and exit code (non-zero is reported, not "
-        "a tool failure). Stdin is closed; stdin='pipe' keeps it open for send_input and answers once the command is "
-        "quiet (at a prompt). When it ends, every process it started is ended (see keep_background). If it is still "
-        "running when this call stops waiting (under a minute), the answer gives its command_id and output so "
-        "far: follow it with get_command_output, stop it with cancel_command, never re-run it. Long output "
-        "shows head and tail; page the rest with get_command_output.",
+        "Run a shell command on a machine; returns stdout, stderr and exit code (non-zero is not a tool "
+        "failure). Stdin is closed; stdin='pipe' keeps it open for send_input and answers once the command is "
+        "quiet (at a prompt). Processes it started end with it (see keep_background). Still running when this "
+        "call stops waiting: the answer gives its command_id and output so far; follow it with "
+        "get_command_output, stop it with cancel_command, never re-run it. Long output shows head and tail.",
         {
             "command": {"type": "string", "description": "The command line, as typed in a shell.", "minLength": 1, "maxLength": 65536},
             "working_dir": {"type": "string", "description": "Directory to run in (default: the agent's home)."},
             "keep_background": {
                 "type": "boolean",
-                "description": "Leave processes it starts in the background (daemons, nohup, setsid) running after it ends; "
-                "they are listed by pid and name. Default false: they are ended with it.",
+                "description": "Leave processes it starts in the background (daemons, nohup) running; they are listed.",
             },
             "timeout": {
                 "type": "number",
@@ -56,10 +54,9 @@ CORE_TOOLS = (
     ),
     ToolSpec(
         "read_file",
-        "Read a UTF-8 text file on a machine. Paths must lie inside the machine's allowed roots "
-        "(see check_agent_status); binary files are refused with their size and type. Large files are "
-        "read in pages of lines: pass offset (first line, from 1) and limit (number of lines); the answer "
-        "says where it stopped and how to read on.",
+        "Read a UTF-8 text file inside the machine's allowed roots (see check_agent_status); binary files "
+        "are refused with size and type. Large files come in pages of lines (offset from 1, limit); the "
+        "answer says how to read on.",
         {
             "path": {"type": "string", "description": "Absolute path, or relative to the home folder."},
             "offset": {"type": "integer", "description": "First line to read, counting from 1 (default 1).", "minimum": 1},
@@ -100,8 +97,8 @@ CORE_TOOLS = (
     ),
     ToolSpec(
         "check_agent_status",
-        "List every machine known to Code Remote: whether its agent is online, when it was last seen, "
-        "its host and OS, agent version and the folders its file tools may use.",
+        "Machines known to Code Remote: online or not, last seen, host, OS, agent version, and the folders "
+        "its file tools may use.",
         {},
         relayed=False,
         read_only=True,
@@ -110,10 +107,9 @@ CORE_TOOLS = (
     ),
     ToolSpec(
         "get_command_output",
-        "The state of a command started by run_shell_command (queued, running, succeeded, failed, "
-        "timed_out, cancelled, expired, or lost when its outcome is unknown), its exit code once "
-        "finished, and a page of its output from a byte offset. Use it to follow a long command and to "
-        "read output that a result left out.",
+        "A command's state (queued, running, succeeded, failed, timed_out, cancelled, expired, or lost: "
+        "outcome unknown), its exit code once finished, and a page of its output from a byte offset: "
+        "follow a long command, read what a result left out.",
         {
             "command_id": {"type": "string", "description": "The id run_shell_command returned.", "minLength": 1, "maxLength": 64},
             "offset": {"type": "integer", "description": "Byte offset to read from (default 0).", "minimum": 0},
@@ -127,8 +123,8 @@ CORE_TOOLS = (
     ),
     ToolSpec(
         "cancel_command",
-        "Cancel a command: one not yet started never runs; a running one has its whole process group "
-        "ended (SIGTERM, then SIGKILL after a grace period) within seconds and ends 'cancelled'.",
+        "Cancel a command: not started, it never runs; running, its process group gets SIGTERM then "
+        "SIGKILL and it ends 'cancelled'.",
         {"command_id": {"type": "string", "description": "The id run_shell_command returned.", "minLength": 1, "maxLength": 64}},
         ("command_id",),
         relayed=False,
@@ -139,9 +135,9 @@ CORE_TOOLS = (
     ),
     ToolSpec(
         "send_input",
-        "Write text to the stdin of a command started with stdin='pipe' (a REPL, a prompt, cat), and answer "
-        "with the output it produced once the command is quiet again or ends. close=true then ends the "
-        "input (end of file). Add the newline a prompt waits for.",
+        "Write text to the stdin of a command run with stdin='pipe' (REPL, prompt, cat); answers with the "
+        "output it produced once quiet again or ended. close=true then sends end of file. Include the "
+        "newline a prompt waits for.",
         {
             "command_id": {"type": "string", "description": "The id run_shell_command returned.", "minLength": 1, "maxLength": 64},
             "text": {"type": "string", "description": "Text to write, e.g. 'print(6*7)\\n'.", "maxLength": 65536},
