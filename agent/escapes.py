@@ -33,16 +33,20 @@ log = logging.getLogger(__name__)
 
 COOKIE_VARIABLE = "CODE_REMOTE_COMMAND_COOKIE"
 MAX_ROUNDS = 5
+QUICK_SECONDS = 5.0
 
 
 def new_cookie() -> str:
     return secrets.token_hex(16)
 
 
-def marked(cookie: str) -> list[dict[str, object]]:
-    """The live processes carrying `cookie`, as [{"pid", "name"}], oldest pid first; zombies left out."""
+def marked(cookie: str, after_pid: int | None = None) -> list[dict[str, object]]:
+    """The live processes carrying `cookie`, as [{"pid", "name"}], oldest pid first; zombies left out.
+
+    `after_pid`: the command's shell, when only processes created after it can carry the cookie and
+    process ids have not wrapped around since (see `recent`); only higher ids are then looked at."""
     if os.path.isdir("/proc/self"):
-        return _marked_proc(cookie)
+        return _marked_proc(cookie, after_pid if after_pid is not None and _no_wrap_since(after_pid) else 0)
     if sys.platform == "darwin":
         return _marked_ps(cookie)
     return []  # no way to look here: nothing is claimed
@@ -68,11 +72,24 @@ def _name(pid: int) -> str:
         return "?"
 
 
-def _marked_proc(cookie: str) -> list[dict[str, object]]:
+def _no_wrap_since(pid: int) -> bool:
+    """Whether every process created since `pid` has a higher id: Linux hands ids out in increasing
+    order until pid_max, then starts again low. The last id handed out being at least `pid` says no
+    wrap happened (a quick command, see `recent`, cannot see a whole cycle of ids go by)."""
+    try:
+        with open("/proc/sys/kernel/ns_last_pid", encoding="ascii") as handle:
+            return int(handle.read()) >= pid
+    except (OSError, ValueError):
+        return False
+
+
+def _marked_proc(cookie: str, after_pid: int = 0) -> list[dict[str, object]]:
+    # Reading another process's environment costs the kernel a look into its memory: reading every
+    # process's on each command made a quick command several times slower than the command itself.
     me = os.getpid()
     found = []
     for entry in os.listdir("/proc"):
-        if entry.isdigit() and int(entry) != me and _carries(int(entry), cookie):
+        if entry.isdigit() and int(entry) > after_pid and int(entry) != me and _carries(int(entry), cookie):
             found.append({"pid": int(entry), "name": _name(int(entry))})
     return sorted(found, key=lambda p: p["pid"])
 
@@ -114,25 +131,32 @@ def _signal(pid: int, cookie: str, sig: int) -> None:
             os.close(pidfd)
 
 
-def end(cookie: str, grace_seconds: float) -> list[dict[str, object]]:
+def recent(shell_pid: int, ran_seconds: float) -> int | None:
+    """`after_pid` for a command whose shell was `shell_pid` and that ran `ran_seconds`: the shell's
+    id when the command was quick (under QUICK_SECONDS, far too short to go through every process id),
+    else None (look at every process)."""
+    return shell_pid if ran_seconds < QUICK_SECONDS else None
+
+
+def end(cookie: str, grace_seconds: float, after_pid: int | None = None) -> list[dict[str, object]]:
     """End every process carrying `cookie`: SIGTERM, then SIGKILL after `grace_seconds`, in rounds.
     Returns those found, as [{"pid", "name"}]."""
     ended: dict[int, dict[str, object]] = {}
     for _ in range(MAX_ROUNDS):
-        found = marked(cookie)
+        found = marked(cookie, after_pid)
         if not found:
             break
         for process in found:
             ended.setdefault(int(process["pid"]), process)
             _signal(int(process["pid"]), cookie, signal.SIGTERM)
         deadline = time.monotonic() + grace_seconds
-        while time.monotonic() < deadline and marked(cookie):
+        while time.monotonic() < deadline and marked(cookie, after_pid):
             time.sleep(0.02)
-        for process in marked(cookie):
+        for process in marked(cookie, after_pid):
             ended.setdefault(int(process["pid"]), process)
             _signal(int(process["pid"]), cookie, signal.SIGKILL)
     else:
-        left = marked(cookie)
+        left = marked(cookie, after_pid)
         if left:
             log.warning("%d process(es) of a command survived %d rounds of SIGKILL", len(left), MAX_ROUNDS)
     return sorted(ended.values(), key=lambda p: p["pid"])

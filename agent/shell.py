@@ -326,10 +326,11 @@ def run(
     # Whatever still carries the command's cookie outlived it: left the group (setsid, a `set -m` job)
     # or stayed in it past the shell's exit (nohup, a double fork). The group is ended as well, for
     # a process that cleared its environment.
+    after_pid = escapes.recent(proc.pid, time.monotonic() - started)
     if keep_background:
-        left = escapes.marked(cookie)
+        left = escapes.marked(cookie, after_pid)
     else:
-        left = escapes.end(cookie, kill_grace_seconds)
+        left = escapes.end(cookie, kill_grace_seconds, after_pid)
         _kill_group(pgid, signal.SIGKILL)
     result: dict[str, Any] = {
         "exit_code": returncode if returncode >= 0 else 128 - returncode,
