@@ -39,7 +39,9 @@ class AgentConfig:
     shell: str = "/bin/sh"
     # Output kept per stream of a command (spooled on disk and streamed to the server).
     max_output_bytes: int = 10 * 1024 * 1024
-    max_read_bytes: int = 512 * 1024
+    # A page of a file rides twice in the answer (text and structuredContent), JSON-escaped: 256 KiB keeps
+    # it well under the 1 MiB an SSE event may carry in the official clients.
+    max_read_bytes: int = 256 * 1024
     max_concurrent_commands: int = 16
     connect_timeout_seconds: float = 10.0
     # Extra time past the server's advertised poll hold before the agent gives up on a poll.

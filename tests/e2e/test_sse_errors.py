@@ -504,7 +504,7 @@ def test_a_root_does_not_admit_a_sibling_sharing_its_prefix(live_server, live_ag
         ("read_file", "missing.txt", "no such file"),
         ("read_file", "a-dir", "is a directory, not a file"),
         ("list_directory", "plain.txt", "is not a directory"),
-        ("read_file", "big.txt", "over the 524288-byte read limit"),
+        ("read_file", "big.txt", "over the 262144-byte read limit"),
         ("read_file", "blob.bin", "looks binary"),
         ("list_directory", "missing-dir", "no such directory"),
     ],
@@ -513,7 +513,7 @@ def test_file_errors_are_precise_error_results(live_server, live_agent, tool, na
     scratch = live_agent.scratch
     (scratch / "a-dir").mkdir(exist_ok=True)
     (scratch / "plain.txt").write_text("plain\n")
-    (scratch / "big.txt").write_bytes(b"x" * (512 * 1024 + 1))
+    (scratch / "big.txt").write_bytes(b"x" * (256 * 1024 + 1))  # one line past MAX_READ_BYTES' default
     (scratch / "blob.bin").write_bytes(b"\x00\x01\x02binary")
     result = call(live_server, tool, {"path": str(scratch / name)})
     assert result["is_error"] and expected in result["text"], result["text"]
