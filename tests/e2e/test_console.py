@@ -14,7 +14,7 @@ import requests
 from playwright.sync_api import expect, sync_playwright
 
 from tests.harness import PYTHON, ROOT, Agent, Server
-from tests.oauth_helpers import REDIRECT_URI, pkce_pair
+from tests.oauth_helpers import REDIRECT_URI, answer_consent, pkce_pair, redirect_params
 
 AXE = ROOT / "tests" / "node" / "node_modules" / "axe-core" / "axe.min.js"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -272,6 +272,33 @@ def test_a_reinstalled_machine_is_handed_its_name_from_the_page(browser, stack):
     context.close()
 
 
+def test_revoking_an_oauth_client_from_the_page_refuses_its_token_at_once(browser, stack):
+    server, _ = stack
+    client_id = requests.post(server.url + "/register", json={"client_name": "Revoke-me", "redirect_uris": [REDIRECT_URI]}, timeout=5).json()["client_id"]
+    verifier, challenge = pkce_pair()
+    url = requests.Request("GET", server.url + "/authorize", params={
+        "response_type": "code", "client_id": client_id, "redirect_uri": REDIRECT_URI, "state": "s",
+        "code_challenge": challenge, "code_challenge_method": "S256",
+    }).prepare().url
+    code = redirect_params(answer_consent(url, server.token))["code"]
+    access = requests.post(server.url + "/token", data={"grant_type": "authorization_code", "client_id": client_id, "code": code,
+                                                        "redirect_uri": REDIRECT_URI, "code_verifier": verifier}, timeout=5).json()["access_token"]
+    bearer = {"Authorization": f"Bearer {access}"}
+    assert requests.get(server.url + "/api/machines", headers=bearer, timeout=10).status_code == 200
+    context, page = signed_in(browser, server)
+    page.goto(server.url + "/dashboard/access")
+    card = page.locator(f'li[data-client="{client_id}"]')
+    expect(card).to_contain_text("access (until")
+    card.get_by_role("link", name="Revoke this client…").click()
+    expect(page.locator("h1")).to_have_text("Revoke Revoke-me?")
+    assert requests.get(server.url + "/api/machines", headers=bearer, timeout=10).status_code == 200, "nothing is done before the confirmation"
+    page.click("#confirm-revoke-client")
+    expect(page.locator("[role=status]")).to_contain_text("Revoked the OAuth client")
+    expect(card).to_have_count(0)
+    assert requests.get(server.url + "/api/machines", headers=bearer, timeout=10).status_code == 401
+    context.close()
+
+
 def test_the_history_filters(browser, stack):
     server, _ = stack
     for word in ("alpha-marker", "beta-marker"):
@@ -308,8 +335,10 @@ def all_pages(server: Server) -> list[str]:
     if not any(row["command_id"] for row in server.audit(limit=20)):  # a test run alone: make one
         assert not finish(client_process(server, {"command": "echo a-command-page", "machine": "box"}))["is_error"]
     command_id = next(row["command_id"] for row in server.audit(limit=20) if row["command_id"])
+    client_id = requests.post(server.url + "/register", json={"client_name": "Page-check", "redirect_uris": [REDIRECT_URI]}, timeout=5).json()["client_id"]
     return [f"/dashboard/{name}" for name in PAGES] + [
-        f"/dashboard/commands/{command_id}", "/dashboard/machines/box/revoke", "/dashboard/machines/moved/approve"]
+        f"/dashboard/commands/{command_id}", "/dashboard/machines/box/revoke", "/dashboard/machines/moved/approve",
+        f"/dashboard/access/clients/{client_id}/revoke"]
 
 
 def test_no_page_scrolls_sideways_on_a_phone(browser, stack):

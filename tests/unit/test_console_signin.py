@@ -14,7 +14,7 @@ from web.models import Machine, db
 
 PAGES = ["/dashboard/", "/dashboard/machines", "/dashboard/live", "/dashboard/history", "/dashboard/access",
          "/dashboard/connect", "/dashboard/commands/0123", "/dashboard/machines/laptop/revoke",
-         "/dashboard/machines/laptop/approve"]
+         "/dashboard/machines/laptop/approve", "/dashboard/access/clients/x/revoke"]
 
 
 def csrf(html: str) -> str:

@@ -182,6 +182,11 @@ def oauth_clients() -> list[dict[str, Any]]:
     return [{"client": c, "tokens": by_client.get(c.client_id, [])} for c in clients]
 
 
+def oauth_client(client_id: str) -> OAuthClient | None:
+    with db.connection_context():
+        return OAuthClient.get_or_none(OAuthClient.client_id == client_id)
+
+
 def family_client(family: str) -> str | None:
     """The OAuth client id behind a credential name "oauth:<family>"."""
     with db.connection_context():

@@ -288,8 +288,13 @@ def access():
     )
 
 
-@bp.post("/access/clients/<client_id>/revoke")
+@bp.route("/access/clients/<client_id>/revoke", methods=["GET", "POST"])
 def revoke_client(client_id: str):
+    if request.method == "GET":
+        client = queries.oauth_client(client_id[:64])
+        if client is None:
+            abort(404, f"no OAuth client {client_id[:64]}")
+        return render_template("console/revoke_client.html", client=client, page="access")
     if not services().oauth.revoke_client(client_id[:64]):
         abort(404, f"no OAuth client {client_id[:64]}")
     log.info("dashboard: owner revoked OAuth client %s", client_id[:8])
