@@ -50,6 +50,7 @@ DROPPED_POLL_JITTER_SECONDS = 0.5
 POLL_HOLD_JITTER = 0.2
 # An empty answer sooner than this before the asked hold ended came "at once": see _empty_too_soon.
 EARLY_ANSWER_SLACK_SECONDS = 1.0
+EARLY_ANSWERS_LOGGED = 3  # consecutive empty answers that came at once before the agent says so
 
 
 class Backoff:
@@ -66,9 +67,6 @@ class Backoff:
 
     def reset(self) -> None:
         self.failures = 0
-
-
-EARLY_ANSWERS_LOGGED = 3  # consecutive empty answers that came at once before the agent says so
 
 
 def _empty_too_soon(elapsed: float, hold: float) -> bool:
@@ -157,7 +155,7 @@ class Agent:
     def _poll_forever(self) -> None:
         backoff = Backoff(self.config.backoff_max_seconds)
         # Empty answers that came at once (a draining server, a broken one, a proxy answering for it):
-        # waited out with jitter, at least 0.25 s the first time, so that no answer makes a fleet spin.
+        # waited out with jitter (0.125-0.25 s the first time, doubling), so that no answer makes a fleet spin.
         too_soon = Backoff(self.config.backoff_max_seconds, base=0.125, floor=0.5)
         recovered = False
         while not self.stopping.is_set():
@@ -180,7 +178,7 @@ class Agent:
                     log.error("server refused the agent: %s", error)
                 kind, reason = classify(error)
                 if kind == "dropped" and time.monotonic() - polled_at >= DROPPED_POLL_MIN_SECONDS:
-                    # A held poll cut by a proxy or load balancer: the link works, poll again at once.
+                    # A held poll cut by a proxy or load balancer: the link works, poll again soon.
                     log.info("held poll was cut after %.0f s (%s); polling again", time.monotonic() - polled_at, reason)
                     # A restart cuts every agent's poll at once: a little jitter spreads their return.
                     self.stopping.wait(random.uniform(0, DROPPED_POLL_JITTER_SECONDS))
