@@ -51,7 +51,8 @@ def perform(
         )
     if tool == "read_file":
         return files.read_file(
-            policy, arguments["path"], max_bytes=config.max_read_bytes, offset=arguments.get("offset"), limit=arguments.get("limit")
+            policy, arguments["path"], max_bytes=config.max_read_bytes, offset=arguments.get("offset"), limit=arguments.get("limit"),
+            tail=arguments.get("tail"),
         )
     if tool in checkpoints.TOOLS:
         return checkpoints.Store(os.path.join(config.state_dir, "checkpoints")).guarded(

@@ -144,3 +144,23 @@ def test_an_empty_or_nul_path_is_invalid(policy, bad):
 def test_a_fifo_is_not_read(policy, root):
     os.mkfifo(root / "pipe")
     assert refused(files.read_file, policy, str(root / "pipe"), max_bytes=10).code == "not_a_file"
+
+
+def test_tail_reads_only_the_end_of_a_file_bigger_than_the_read_limit_and_numbers_it_truly(policy, root):
+    (root / "big.log").write_bytes(b"".join(b"line %d\n" % n for n in range(1, 100_001)))
+    last = files.read_file(policy, "big.log", max_bytes=4096, tail=2)
+    assert last["content"] == "line 99999\nline 100000\n" and last["offset"] == 99_999 and last["total_lines"] == 100_000
+    capped = files.read_file(policy, "big.log", max_bytes=64, tail=50)
+    assert capped["content"].endswith("line 100000\n") and capped["lines"] < 50 and "read limit" in capped["stopped"]
+    assert capped["content"].startswith("line ") and capped["offset"] == 100_001 - capped["lines"]  # no cut line
+    (root / "empty.txt").write_bytes(b"")
+    assert files.read_file(policy, "empty.txt", max_bytes=64, tail=3)["content"] == ""
+    assert refused(files.read_file, policy, "big.log", max_bytes=64, tail=0).code == "invalid_arguments"
+
+
+def test_images_are_recognised_by_their_bytes_not_their_names(policy, root):
+    (root / "photo.txt").write_bytes(b"\xff\xd8\xff\xe0" + bytes(100))
+    answer = files.read_file(policy, "photo.txt", max_bytes=1024)
+    assert answer["mime_type"] == "image/jpeg" and answer["size"] == 104 and "content" not in answer
+    (root / "fake.png").write_bytes(b"not an image at all\n")
+    assert files.read_file(policy, "fake.png", max_bytes=1024)["content"] == "not an image at all\n"

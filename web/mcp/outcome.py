@@ -120,8 +120,22 @@ def _format_success(relay, command: Command, result: dict[str, Any]) -> str:
     if tool == "run_shell_command":
         died = structured.signal_words(result)
         return _shell_text(relay, command, result) + f"\n[exit code {result.get('exit_code')}{': ' + died if died else ''}]"
+    if tool == "read_file" and "image" in result:
+        return f"{name(result.get('path'))}: {result.get('mime_type')} image, {result.get('size')} bytes (shown as image content)"
     if tool == "read_file":
         text = result.get("content", "")
+        if (command.arguments or {}).get("line_numbers") is True and text:
+            first = result.get("offset") or 1
+            lines = text.split("\n")
+            numbered = [f"{n:>6}\t{line}" for n, line in enumerate(lines[:-1] if lines[-1] == "" else lines, start=first)]
+            text = "\n".join(numbered) + ("\n" if lines[-1] == "" else "")
+        tail = (command.arguments or {}).get("tail")
+        if tail is not None:
+            text = text.rstrip("\n") + "\n" + frame("end of the file") + (
+                f"\n[the last {result.get('lines')} of {result.get('total_lines')} lines, from line {result.get('offset')}"
+                + (f"; {result['stopped']}" if result.get("stopped") else "") + "]"
+            )
+            return text
         if result.get("next_offset") or result.get("masked"):
             # Code Remote's words follow the file's: say where the file's end.
             text = text.rstrip("\n") + "\n" + frame("end of this part of the file" if result.get("next_offset") else "end of the file")

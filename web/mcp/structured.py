@@ -116,6 +116,7 @@ def relayed(relay, command: Command) -> dict[str, Any]:
     if command.tool == "run_shell_command":
         return shell(relay, command)
     fields = dict(command.result or {}) if command.state == SUCCEEDED else {}
+    fields.pop("image", None)  # an image rides as image content (web/mcp/tools.py), not twice
     return fields | _command_fields(command)
 
 

@@ -54,13 +54,15 @@ CORE_TOOLS = (
     ),
     ToolSpec(
         "read_file",
-        "Read a UTF-8 text file inside the machine's allowed roots (see check_agent_status); binary files "
-        "are refused with size and type. Large files come in pages of lines (offset from 1, limit); the "
-        "answer says how to read on.",
+        "Read a UTF-8 text file inside the machine's allowed roots (see check_agent_status), or an image "
+        "(PNG, JPEG, GIF, WebP); other binary files are refused. Large files come in pages of lines (offset "
+        "from 1, limit; or the last tail lines); the answer says how to read on.",
         {
             "path": {"type": "string", "description": "Absolute path, or relative to the home folder."},
             "offset": {"type": "integer", "description": "First line to read, counting from 1 (default 1).", "minimum": 1},
             "limit": {"type": "integer", "description": "Most lines to return (default: as many as fit).", "minimum": 1},
+            "tail": {"type": "integer", "description": "Only the last N lines.", "minimum": 1},
+            "line_numbers": {"type": "boolean", "description": "Number each line."},
             "machine": MACHINE_PROPERTY,
         },
         ("path",),

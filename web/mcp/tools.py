@@ -130,7 +130,11 @@ class ToolBox:
             output_bytes=len(text.encode("utf-8", "surrogatepass")),
             command_id=command.id,
         )
-        return _text_result(text, structured.relayed(self.relay, command), is_error=is_error)
+        result = _text_result(text, structured.relayed(self.relay, command), is_error=is_error)
+        image = (command.result or {}).get("image") if command.tool == "read_file" and not is_error else None
+        if isinstance(image, str) and str((command.result or {}).get("mime_type", "")).startswith("image/"):
+            result.content.append(mcp_types.ImageContent(type="image", data=image, mime_type=command.result["mime_type"]))
+        return result
 
     def _reporter(self, context: CallContext):
         """An on_change callback sending the new output as progress notifications, or None."""
