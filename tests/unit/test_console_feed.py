@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 
 from tests.unit.test_console_signin import sign_in
 from web.console import feed
@@ -60,3 +61,26 @@ def test_the_stream_first_sends_what_changed_since_the_page_was_rendered(app, cl
     assert "event: state" in text and '"to":"running"' in text and '"to":"leased"' not in text
     assert '"text":"hello\\n"' in text
     assert re.search(r"^id: \d+\.\d+$", text, re.M), "the batch carries the mark to resume from"
+
+
+def test_the_stream_ends_when_its_sign_in_expires(config):
+    from migrations import upgrade
+    from tests.conftest import replace_config
+    from web import create_app
+
+    app = create_app(replace_config(config, dashboard_session_seconds=2))
+    with db.connection_context():
+        upgrade(db.obj)
+    client = app.test_client()
+    sign_in(client)
+    response = client.get("/dashboard/events")
+    assert response.status_code == 200
+    list(response.response)  # returns only because the stream ended (pytest-timeout guards a stream that would not)
+    response.close()
+    # The browser reconnects: within the second the signature's whole-second clock allows, a stream
+    # that ends at once; then a refusal.
+    deadline = time.monotonic() + 5
+    while (again := client.get("/dashboard/events")).status_code == 200 and time.monotonic() < deadline:
+        list(again.response)
+        again.close()
+    assert again.status_code == 401, "the browser's reconnection is refused"

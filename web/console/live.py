@@ -6,8 +6,9 @@ so a view shows commands relayed by any server process, and one reader serves ev
 process. The page carries the mark it was rendered at (`since`); the stream first sends what changed
 since (a change made between the render and the stream's start is sent, never lost), then follows the
 feed. Every tick's last message carries the feed's mark as its SSE id, so a reconnecting EventSource
-(Last-Event-ID) resumes where it stopped. A stream ends after MAX_STREAM_SECONDS (the browser
-reconnects at once), so a sign-in that expired is noticed.
+(Last-Event-ID) resumes where it stopped. A stream ends after MAX_STREAM_SECONDS, or when its sign-in
+expires if that is sooner; the browser reconnects at once, with the cookie it has then, so a browser
+signed out (or whose sign-in expired, or after AUTH_TOKEN changed) stops receiving within that time.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 import json
 import time
 
-from flask import Response, current_app, render_template, request, stream_with_context
+from flask import Response, current_app, g, render_template, request, stream_with_context
 
 from web.console import feed, queries
 from web.console.queries import high_water, parse_mark
@@ -24,7 +25,7 @@ from web.models import TERMINAL_STATES, Command
 from web.relay import output
 
 HEARTBEAT_SECONDS = 15.0
-MAX_STREAM_SECONDS = 600.0
+MAX_STREAM_SECONDS = 120.0
 TAIL_BYTES = 8 * 1024
 
 
@@ -57,21 +58,28 @@ def events():
     mark = parse_mark(request.headers.get("Last-Event-ID")) or parse_mark(request.args.get("since"))
     only = request.args.get("command", "")[:32] or None
     return Response(
-        stream_with_context(_stream(current_app.extensions["code_remote_live_feed"], mark, only)),
+        stream_with_context(_stream(current_app.extensions["code_remote_live_feed"], mark, only, _seconds_left())),
         mimetype="text/event-stream",
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )
 
 
-def _stream(live: feed.Feed, mark: tuple[int, int] | None, only: str | None):
+def _seconds_left() -> float:
+    """How long this stream may run: MAX_STREAM_SECONDS, or less when the sign-in expires sooner."""
+    signed_in_at = float(g.console.get("at", 0))
+    expires_at = signed_in_at + current_app.extensions["code_remote_console"].session_seconds
+    return max(0.0, min(MAX_STREAM_SECONDS, expires_at - time.time()))
+
+
+def _stream(live: feed.Feed, mark: tuple[int, int] | None, only: str | None, seconds: float):
     number, joined_at = live.join()
     try:
         yield "retry: 1000\n\n"
         if mark is not None:
             yield _batch(feed.catch_up(mark, joined_at, only), f"{joined_at[0]}.{joined_at[1]}")
         started = last_sent = time.monotonic()
-        while time.monotonic() - started < MAX_STREAM_SECONDS:
-            ticks = live.after(number, HEARTBEAT_SECONDS)
+        while time.monotonic() - started < seconds:
+            ticks = live.after(number, min(HEARTBEAT_SECONDS, max(0.0, seconds - (time.monotonic() - started))))
             if ticks is None:  # this view fell further behind than the feed keeps: read the rest alone
                 number, now_at = live.join()
                 live.leave()

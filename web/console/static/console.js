@@ -48,7 +48,11 @@
   function connect(url, handlers, status) {
     var source = new EventSource(url);
     source.addEventListener("open", function () { if (status) status.textContent = "Live."; });
-    source.addEventListener("error", function () { if (status) status.textContent = "Reconnecting…"; });
+    source.addEventListener("error", function () {
+      if (!status) return;
+      // CLOSED: the server refused the reconnection (signed out, or the sign-in expired).
+      status.textContent = source.readyState === EventSource.CLOSED ? "Stopped: reload the page, or sign in again." : "Reconnecting…";
+    });
     Object.keys(handlers).forEach(function (name) {
       source.addEventListener(name, function (event) { handlers[name](JSON.parse(event.data)); });
     });
