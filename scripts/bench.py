@@ -23,6 +23,9 @@ with the spread of calls/s across repeats.
     .venv/bin/python scripts/bench.py --database postgresql     # on a throwaway local PostgreSQL cluster
     .venv/bin/python scripts/bench.py --database postgresql --instances 3   # through nginx, as a PaaS runs it
 
+Then, unless `--tool-files 0`, rows for the coding tools (scripts/bench_tools.py): `search` with and
+without `rg` and `edit_file` on a tree of 10 000 files, p50 and p95.
+
 `--instances N` runs the stack as a PaaS does (tests/cluster.py): N instances from the Procfile's web line,
 each with `--web-concurrency` workers, on one database, behind nginx doing round robin; the client and
 the agent both go through nginx. The server CPU column then sums every worker of every instance, and a
@@ -56,6 +59,7 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import bench_tools  # noqa: E402
 import bench_wakeup  # noqa: E402
 from bench_views import live_views  # noqa: E402
 from tests import database  # noqa: E402
@@ -385,6 +389,9 @@ def main() -> int:
                         help="also run every row with N dashboard live views open, interleaved (default 0: none)")
     parser.add_argument("--wakeups", type=int, default=30,
                         help="cross-instance wake-up samples with --instances 2 or more (default 30; 0 skips)")
+    parser.add_argument("--tool-files", type=int, default=10000,
+                        help="also time search (with and without rg) and edit_file on a tree of N files (default 10000; 0 skips)")
+    parser.add_argument("--tool-calls", type=int, default=20, help="calls per tool row (default 20)")
     args = parser.parse_args()
     if args.web_concurrency is None:
         args.web_concurrency = 2 if args.database == "postgresql" else 1
@@ -454,6 +461,12 @@ def main() -> int:
               f"(peak {rss('VmHWM'):.1f} MB{f', summed over {len(workers)} workers' if len(workers) > 1 else ''}); "
               f"load average {load_before[0]:.2f} -> {os.getloadavg()[0]:.2f}")
         errors = [e for runs in results.values() for run in runs for e in run["errors"]]
+        if args.tool_files > 0:
+            try:
+                bench_tools.print_rows(bench_tools.measure(target, workdir, args.tool_files, args.tool_calls), args.tool_files, percentile)
+            except Exception as error:  # reported and counted; the table above stands
+                errors.append(f"tool rows: {type(error).__name__}: {error}")
+                print(f"tool rows failed: {errors[-1]}")
         if cluster and args.instances >= 2 and args.wakeups > 0:
             a, b = cluster.instances[0], cluster.instances[1]
             try:

@@ -12,18 +12,21 @@ from tests.harness import PYTHON, ROOT
 
 
 def test_bench_prints_a_row_per_transport_and_the_server_rss():
-    argv = [PYTHON, "scripts/bench.py", "--calls", "3", "--repeat", "1", "--concurrency", "1", "--client", "raw", "--history", "100"]
+    argv = [PYTHON, "scripts/bench.py", "--calls", "3", "--repeat", "1", "--concurrency", "1", "--client", "raw", "--history", "100",
+            "--tool-files", "300", "--tool-calls", "2"]
     run = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    rows = re.findall(r"^(sse|http)\s+raw\s+\S+\s+1\s+3\s", run.stdout, re.MULTILINE)
+    rows = re.findall(r"^(sse|http)\s+raw\s+\S+\s+1\s+0\s+3\s", run.stdout, re.MULTILINE)  # concurrency 1, 0 live views, 3 calls
     assert sorted(rows) == ["http", "sse"], run.stdout
     assert re.search(r"^server worker RSS: [\d.]+ MB before, [\d.]+ MB after", run.stdout, re.MULTILINE), run.stdout
+    tools = re.findall(r"^(search rg|search python|edit_file)\s+300\s+2\s+[\d.]+\s+[\d.]+", run.stdout, re.MULTILINE)
+    assert tools == ["search rg", "search python", "edit_file"], run.stdout
 
 
 @pytest.mark.skipif(not database.PG_BIN_DIRS, reason="needs PostgreSQL (Debian: apt-get install postgresql)")
 def test_bench_with_instances_runs_through_nginx_and_measures_the_cross_instance_wakeup():
     argv = [PYTHON, "scripts/bench.py", "--instances", "2", "--database", "postgresql", "--calls", "3", "--repeat", "1",
-            "--concurrency", "1", "--client", "raw", "--history", "100", "--wakeups", "3"]
+            "--concurrency", "1", "--client", "raw", "--history", "100", "--wakeups", "3", "--tool-files", "0"]
     run = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=240)
     assert "2 instance(s) x 2 worker(s) behind nginx round robin" in run.stdout, run.stdout[-3000:] + run.stderr[-3000:]
     assert sorted(re.findall(r"^(sse|http)\s+raw\s+\S+\s+1\s+\d+\s", run.stdout, re.MULTILINE)) == ["http", "sse"], run.stdout
