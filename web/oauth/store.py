@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from peewee import SqliteDatabase
+
 from web import errors
 from web.models import OAuthClient, OAuthGrant, atomic_write, db, now
 from web.oauth import client_metadata
@@ -338,7 +340,7 @@ class OAuthStore:
         if grant is None or grant.client_id != client.client_id:
             return OAuthError("invalid_grant", "unknown authorization code")
         if not self._spend(grant):
-            self._revoke_family(grant.family)
+            self._revoke_family(grant.family, grant.token_hash)
             return OAuthError("invalid_grant", "authorization code was already used; its tokens are revoked")
         if grant.expires_at < now():
             return OAuthError("invalid_grant", "authorization code expired: authorize again")
@@ -367,14 +369,14 @@ class OAuthStore:
         if grant.revoked_at is not None:
             return OAuthError("invalid_grant", "refresh token was revoked: authorize again")
         if grant.used_at is not None:
-            self._revoke_family(grant.family)
+            self._revoke_family(grant.family, grant.token_hash)
             return OAuthError("invalid_grant", "refresh token was already used; every token of this grant is revoked")
         if grant.expires_at < now():
             return OAuthError("invalid_grant", "refresh token expired: authorize again")
         if resource != grant.resource:
             return OAuthError("invalid_target", "resource does not match the one authorized")
         if not self._spend(grant):
-            self._revoke_family(grant.family)
+            self._revoke_family(grant.family, grant.token_hash)
             return OAuthError("invalid_grant", "refresh token was already used; every token of this grant is revoked")
         return self._issue_tokens(grant)
 
@@ -437,7 +439,19 @@ class OAuthStore:
             "scope": parent.scope,
         }
 
-    def _revoke_family(self, family: str) -> None:
-        OAuthGrant.update(revoked_at=now()).where(
-            (OAuthGrant.family == family) & OAuthGrant.revoked_at.is_null()
-        ).execute()
+    def _revoke_family(self, family: str, replayed: str | None = None) -> None:
+        """Revoke every token of a grant; `replayed` is the token_hash of the code or refresh token
+        whose reuse is the reason.
+
+        On PostgreSQL the rows are locked first, in one order: the replayed row, then the rest by
+        token_hash. A racer whose spending UPDATE waited for the winner keeps a lock on the replayed
+        row (PostgreSQL locks the newest version before it re-checks `used_at IS NULL`, and keeps it),
+        while a racer that came later locked the family's rows in scan order: each then waited for the
+        other, and PostgreSQL ended one as a deadlock (a 500 in about one race of four). Taking the
+        replayed row first queues every racer behind it. SQLite's BEGIN IMMEDIATE already serializes."""
+        unrevoked = (OAuthGrant.family == family) & OAuthGrant.revoked_at.is_null()
+        if not isinstance(db.obj, SqliteDatabase):
+            if replayed is not None:
+                list(OAuthGrant.select(OAuthGrant.token_hash).where(OAuthGrant.token_hash == replayed).for_update())
+            list(OAuthGrant.select(OAuthGrant.token_hash).where(unrevoked).order_by(OAuthGrant.token_hash).for_update())
+        OAuthGrant.update(revoked_at=now()).where(unrevoked).execute()
