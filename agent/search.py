@@ -1,7 +1,7 @@
 """search: file contents or file names under a folder, as ripgrep finds them, one page at a time.
 
 With `rg` on PATH the search runs it (`--json`, sorted by path); without it, a pure-Python walk
-(agent/ignore.py) gives the same matches: the same ignore files, hidden files searched but `.git`
+(agent/ignore.py), run in a child process (agent/search_child.py), gives the same matches: the same ignore files, hidden files searched but `.git`
 skipped, symlinks not followed, the same include/exclude globs. The pattern is a regular expression
 (the common syntax of Python's `re` and Rust's `regex`) or, with `literal`, plain text. Case: as
 given by `case_sensitive`, else "smart": insensitive unless the pattern has an upper-case letter.
@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from agent import search_walk
+from agent import search_child, search_walk
 from agent.errors import OperationError
 from agent.files import PathPolicy
 from agent.policy import is_under
@@ -57,7 +57,7 @@ def search(
         raise OperationError("rg_missing", "rg is not on PATH")
     deadline = time.monotonic() + max(1.0, min(timeout_seconds - 1.0, MAX_SECONDS))
     stop = _Stop(deadline, cancel, on_tick)
-    finder = search_walk.rg_matches if rg else search_walk.python_matches
+    finder = search_walk.rg_matches if rg else search_child.python_matches
     results: list[dict[str, Any]] = []
     binary: list[str] = []
     seen, used, more = 0, 0, False

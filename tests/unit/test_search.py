@@ -9,6 +9,7 @@ import os
 import shutil
 import sys
 import threading
+import time
 
 import pytest
 
@@ -175,3 +176,17 @@ def test_bad_input_is_refused_with_how_to_fix_it(tmp_path):
         with pytest.raises(OperationError) as refused:
             search_tool.search(policy, {"path": str(tmp_path)} | arguments, timeout_seconds=30, use_rg=False)
         assert words in refused.value.message, (arguments, refused.value.message)
+
+
+@pytest.mark.parametrize("engine", [pytest.param(True, marks=needs_rg), False], ids=["rg", "python"])
+def test_a_pattern_that_backtracks_without_end_still_stops_at_the_timeout(tmp_path, engine):
+    """Python's re cannot be interrupted; the walk runs in a child process that is killed at the deadline."""
+    tree(tmp_path, {"a.txt": "a" * 64 + "!\n"})
+    policy = PathPolicy((str(tmp_path),), str(tmp_path))
+    started = time.monotonic()
+    answer = search_tool.search(policy, {"path": str(tmp_path), "pattern": "(a|aa)+$"}, timeout_seconds=2, use_rg=engine)
+    assert time.monotonic() - started < 15  # ~1 s deadline; unbounded (hours) without the child process
+    if engine:
+        assert answer["complete"] and answer["count"] == 0  # rg's automaton has no backtracking
+    else:
+        assert answer["stopped"].startswith("timed out") and answer["complete"] is False
