@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
+
+import anyio
 
 import pytest
 
@@ -123,3 +126,34 @@ def test_refusals_outside_the_roots_denied_paths_disabled_and_read_only(server, 
     scenario(server, transport, body)
     refused = [r for r in server.audit(limit=200) if r["tool"] == "search" and r["status"] != "succeeded"]
     assert {r.get("error_code") for r in refused} >= {"path_outside_roots", "path_denied", "tool_disabled"}
+
+
+def test_cancel_command_stops_a_running_search(server, agents):
+    """A search that would run to its 20 s limit (a pattern Python's re backtracks on without end, on the
+    agent without rg) is stopped by cancel_command: its heartbeat brings the cancel, the walk's child
+    process is killed, and the call answers `cancelled` well before the limit."""
+    norg = agents["norg"]
+    (norg.scratch / "slow.txt").write_text("a" * 64 + "!\n")
+
+    async def body(call):
+        answers = {}
+
+        async def search() -> None:
+            answers["search"] = await call("search", "norg", path=str(norg.scratch), pattern="(a|aa)+$")
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(search)
+            with anyio.fail_after(15):
+                while True:  # wait until the search runs on the agent
+                    listed = await call("list_commands", "norg", state="running")
+                    running = [c for c in listed["structured"]["commands"] if c["tool"] == "search"]
+                    if running:
+                        break
+                    await anyio.sleep(0.1)
+            started = time.monotonic()
+            cancelled = await call.session.call_tool("cancel_command", {"command_id": running[0]["command_id"]})
+            assert not cancelled["is_error"], cancelled["text"]
+        assert time.monotonic() - started < 10
+        assert answers["search"]["is_error"] and answers["search"]["structured"]["state"] == "cancelled", answers["search"]["text"]
+
+    scenario(server, "http", body)

@@ -97,3 +97,22 @@ def test_an_undo_after_an_outside_change_is_refused_and_read_only_only_lists(ser
 
     scenario(server, "sse", body)
     assert notes.read_text() == "someone else's\n"
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_undo_is_refused_where_disabled_and_checkpoints_outside_the_roots_are_not_listed(server, box, tmp_path_factory, transport):
+    locked = Agent(server, tmp_path_factory.mktemp("locked"), f"locked-{transport}", env={"DISABLED_TOOLS": "undo_change"}).start()
+    try:
+        (locked.scratch / "f.txt").write_text("one\n")
+
+        async def body(call):
+            written = await call("write_file", locked.name, path=str(locked.scratch / "f.txt"), content="two\n")
+            disabled = await call("undo_change", locked.name, checkpoint_id=written["structured"]["checkpoint_id"])
+            assert disabled["is_error"] and "DISABLED_TOOLS" in disabled["text"]
+            outside = await call("list_checkpoints", "box", path="/etc")
+            assert outside["is_error"] and "outside the allowed roots" in outside["text"]
+
+        scenario(server, transport, body)
+        assert (locked.scratch / "f.txt").read_text() == "two\n"
+    finally:
+        locked.stop()
