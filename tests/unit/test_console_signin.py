@@ -136,3 +136,15 @@ def test_a_key_refused_a_machine_name_is_offered_on_the_machines_page(client):
     page = client.get("/dashboard/machines").get_data(as_text=True)
     assert hashlib.sha256(b"b" * 40).hexdigest()[:12] in page and 'id="approve-moved"' in page
     assert hashlib.sha256(b"a" * 40).hexdigest()[:12] not in page, "the key that holds the name is not offered"
+
+
+def test_the_access_page_lists_an_open_mcp_session_with_its_client(client):
+    opened = client.post(
+        "/mcp", headers={"Authorization": f"Bearer {TOKEN}", "Accept": "application/json, text/event-stream"},
+        json={"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "access-page-client", "version": "9.1"}}},
+    )
+    session_id = opened.headers["Mcp-Session-Id"]
+    sign_in(client)
+    page = client.get("/dashboard/access").get_data(as_text=True)
+    assert session_id[:8] in page and "access-page-client 9.1" in page and "owner secret" in page

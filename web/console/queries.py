@@ -22,6 +22,7 @@ from web.relay.machines import refused_key
 PAGE_SIZE = 50
 MAX_TEXT_CHARS = 200
 REFUSED_KEY_DAYS = 7
+MAX_SESSIONS = 500
 MAX_REFUSALS = 500
 
 
@@ -227,8 +228,41 @@ def machine(name: str) -> Machine | None:
 
 
 def _live_sessions(svc) -> dict:
-    """The MCP sessions this process holds, by id (the session store keeps them in memory)."""
-    return dict(getattr(svc.sessions, "_sessions", {}) or {})
+    """The open MCP sessions by id: those this process holds in memory (one process, SQLite) and,
+    where sessions are shared by every server process, their `mcp_session` rows."""
+    in_memory = dict(getattr(svc.sessions, "_sessions", {}) or {})
+    McpSession = shared_session_table()
+    if McpSession is None:
+        return in_memory
+    idle_since = now() - svc.config.session_idle_seconds
+    with db.connection_context():
+        rows = list(McpSession.select().where(McpSession.closed_at.is_null() & (McpSession.last_active_at >= idle_since))
+                    .order_by(McpSession.last_active_at.desc()).limit(MAX_SESSIONS))
+    sessions: dict[str, Any] = {row.id: _SharedRow(row) for row in rows}  # the database is the truth where it has them
+    for session_id, session in in_memory.items():
+        sessions.setdefault(session_id, session)
+    return sessions
+
+
+def shared_session_table():
+    """The model of the table where sessions every server process knows are kept, if the server has one."""
+    try:
+        from web.models import McpSession
+    except ImportError:
+        return None
+    return McpSession
+
+
+@dataclasses.dataclass
+class _SharedRow:
+    """A shared session's row, read as the page reads an in-memory session (its clock is wall time)."""
+
+    row: Any
+    wall_clock = True
+
+    def __getattr__(self, name: str) -> Any:
+        names = {"created_at": "created_at", "last_active": "last_active_at"}
+        return getattr(self.row, names.get(name, name))
 
 
 def _credential(credential: str) -> dict[str, str]:
@@ -259,9 +293,10 @@ def mcp_sessions(svc) -> list[dict[str, Any]]:
     """The open MCP sessions: transport, revision, client, credential kind, opened and last used."""
     import time as _time
 
-    offset = _time.time() - _time.monotonic()
+    monotonic_offset = _time.time() - _time.monotonic()
     rows = []
     for session in _live_sessions(svc).values():
+        offset = 0.0 if getattr(session, "wall_clock", False) else monotonic_offset
         rows.append({
             "id": session.id, "transport": session.transport, "protocol_version": session.protocol_version or "",
             "client": _client_name(session), "opened_at": session.created_at + offset,

@@ -284,7 +284,8 @@ def cancel_command(command_id: str):
 @bp.get("/access")
 def access():
     return render_template(
-        "console/access.html", clients=queries.oauth_clients(), sessions=queries.mcp_sessions(services()), page="access"
+        "console/access.html", clients=queries.oauth_clients(), sessions=queries.mcp_sessions(services()), page="access",
+        shared_sessions=queries.shared_session_table() is not None
     )
 
 
