@@ -180,7 +180,7 @@ def test_a_held_poll_is_woken_by_a_submit(relay):
 
 
 def test_a_machine_counts_online_while_polling_and_offline_after_the_limit(app, relay):
-    relay.config = replace_config(relay.config, offline_after_seconds=0.1)
+    relay.registry.config = replace_config(relay.config, offline_after_seconds=0.1)
     box = relay.machine("box")
     assert relay.is_online(box)
     wait_for(lambda: not relay.is_online(relay.machine("box")), what="machine to go offline")
@@ -228,7 +228,7 @@ def test_a_new_registration_leaves_running_commands_alone(relay):
 
 
 def test_a_poll_whose_agent_hung_up_ends_without_leasing_and_the_machine_can_go_offline(relay):
-    relay.config = replace_config(relay.config, offline_after_seconds=0.2)
+    relay.registry.config = replace_config(relay.config, offline_after_seconds=0.2)
     command = submit(relay)
     assert relay.poll("box", 30, gone=lambda: True) == []
     assert relay.find(command.id).state == QUEUED

@@ -80,7 +80,7 @@ def test_a_waiter_gets_the_outcome_committed_by_complete(relay):
 
 
 def test_a_lease_after_one_ran_out_is_logged_as_a_new_lease_of_a_leased_command(relay, config):
-    relay.config = replace_config(config, lease_seconds=0.0)
+    relay.leases.config = replace_config(config, lease_seconds=0.0)
     command = relay.submit("box", "run_shell_command", {"command": "echo hi"}, timeout_seconds=5)
     (first,) = relay.claim("box")
     (second,) = relay.claim("box")

@@ -70,7 +70,7 @@ def test_each_transition_is_logged_once_in_order(relay):
 
 
 def test_an_unconfirmed_lease_is_handed_out_again_but_a_started_command_never_is(relay, config):
-    relay.config = replace_config(config, lease_seconds=0.0)
+    relay.leases.config = replace_config(config, lease_seconds=0.0)
     command = submit(relay)
     (first,) = relay.claim("box")
     (second,) = relay.claim("box")  # the first lease ran out unconfirmed
@@ -110,8 +110,8 @@ def test_cancelling_a_running_command_tells_its_agent_and_its_result_ends_it(rel
 
 def test_a_running_command_whose_agent_falls_silent_is_lost_with_outcome_unknown(relay, config):
     command = running(relay)
-    late = relay.started_at + config.lost_after_seconds + 30
-    assert relay.sweep(at=relay.started_at + 1) == []
+    late = relay.sweeper.started_at + config.lost_after_seconds + 30
+    assert relay.sweep(at=relay.sweeper.started_at + 1) == []
     assert relay.sweep(at=late) == [command.id]
     lost = relay.get(command.id)
     assert lost.state == LOST and "outcome unknown" in lost.error_message
@@ -128,7 +128,7 @@ def test_a_restarted_server_does_not_count_its_own_downtime_against_heartbeats(a
 
 def test_a_late_result_replaces_the_unknown_outcome_of_a_lost_command(relay, config):
     command = running(relay)
-    relay.sweep(at=relay.started_at + config.lost_after_seconds + 30)
+    relay.sweep(at=relay.sweeper.started_at + config.lost_after_seconds + 30)
     _, applied = relay.complete("box", command.id, SUCCEEDED, {"exit_code": 0}, exit_code=0)
     assert applied and relay.get(command.id).state == SUCCEEDED
     assert path(relay, command.id)[-2:] == [(RUNNING, LOST), (LOST, SUCCEEDED)]

@@ -22,7 +22,9 @@ from collections.abc import Callable
 from web import errors, sql
 from web.config import Config
 from web.models import LEASED, QUEUED, RUNNING, Command, Machine, atomic_write, db, log_event, now
-from web.relay.wakeup import RECHECK_SECONDS
+from web.relay.machines import Machines
+from web.relay.sweeper import Sweeper
+from web.relay.wakeup import RECHECK_SECONDS, Wakeups
 
 # Queued, or leased under a lease that ran out unconfirmed, and not past its start deadline; the
 # states named in one IN so that the (machine, state) index finds them.
@@ -39,15 +41,28 @@ START = (
 )
 
 
-class Leases:
-    """Mixed into Relay, whose `config`, `wakeups`, `sweep_soon`, `_owned`, `_lock`, `_polls` and
-    `_touch` it uses."""
+def owned(machine: str, command_id: str) -> Command:
+    """The command, if it is `machine`'s; another machine's command looks exactly like a missing one."""
+    command = sql.get(Command, command_id)
+    if command is None or command.machine != machine:
+        raise errors.NotFound(f"no command {command_id} for machine {machine!r}", code="unknown_command")
+    return command
 
-    def __init__(self, config: Config) -> None:
-        super().__init__(config)
+
+class Leases:
+    """A machine's polls, the leases they hand out, and the agent's confirmation of them."""
+
+    def __init__(self, config: Config, machines: Machines, wakeups: Wakeups, sweeper: Sweeper) -> None:
+        self.config = config
+        self.machines = machines
+        self.wakeups = wakeups
+        self.sweeper = sweeper
         self._registrations: collections.Counter[str] = collections.Counter()
         # machine -> (wake-up generation, monotonic time) of its last claim that left nothing ready
         self._empty: dict[str, tuple[int, float]] = {}
+        # This process is stopping: polls are answered at once, so agents poll another process.
+        self.draining = False
+        wakeups.bus.subscribe("registration", self._supersede)
 
     def register(self, name: str, **facts) -> Machine:
         """Register the machine, end its held polls and release its unconfirmed leases.
@@ -58,13 +73,21 @@ class Leases:
         the live agent gets it. A released lease is handed out again under a new number, so a late
         start under the old one is refused and the command still runs at most once.
         """
-        machine = super().register(name, **facts)
+        machine = self.machines.register(name, **facts)
         with db.connection_context():
             Command.update(lease_expires_at=now()).where((Command.machine == name) & (Command.state == LEASED)).execute()
-        with self._lock:
-            self._registrations[name] += 1
-        self.wakeups.wake_machine(name)
+        self.supersede(name)
         return machine
+
+    def supersede(self, name: str) -> None:
+        """End the machine's held polls, here and in every other process: its agent registered
+        again, or its tokens were revoked."""
+        self._supersede(name)
+        self.wakeups.bus.publish("registration", name)
+
+    def _supersede(self, name: str) -> None:
+        self._registrations[name] += 1
+        self.wakeups.wake_machine_locally(name)
 
     def poll(self, machine: str, wait_seconds: float, limit: int = 16, *, gone: Callable[[], bool] | None = None) -> list[Command]:
         """Lease the machine's queued commands, waiting up to `wait_seconds` for one to arrive.
@@ -74,15 +97,14 @@ class Leases:
         deadline = time.monotonic() + wait_seconds
         condition = self.wakeups.condition(machine)
         registration = self._registrations[machine]
-        self._polls[machine] += 1
-        self._touch(machine)
+        self.machines.polling(machine, +1)
         try:
             while True:
                 with condition:
                     generation = self.wakeups.generation(machine)
-                if self._registrations[machine] != registration or (gone is not None and gone()):
-                    return []  # superseded by a newer registration of this machine, or hung up
-                self.sweep_soon()
+                if self._registrations[machine] != registration or self.draining or (gone is not None and gone()):
+                    return []  # superseded by a newer registration of this machine, stopping, or hung up
+                self.sweeper.sweep_soon()
                 leased, recheck_in = [], self._known_empty_for(machine, generation) if wait_seconds > 0 else 0.0
                 if limit > 0 and recheck_in <= 0:
                     looked_at = time.monotonic()
@@ -99,8 +121,12 @@ class Leases:
                     if self.wakeups.generation(machine) == generation:
                         condition.wait(min(remaining, recheck_in))
         finally:
-            self._polls[machine] -= 1
-            self._touch(machine)
+            self.machines.polling(machine, -1)
+
+    def drain(self) -> None:
+        """End every poll held here, now and from now on: this process is stopping."""
+        self.draining = True
+        self.wakeups.wake_all()
 
     def _known_empty_for(self, machine: str, generation: int) -> float:
         """How much longer the machine's last claim that left nothing ready still answers for it.
@@ -146,7 +172,7 @@ class Leases:
             if started:
                 log_event(command_id, LEASED, RUNNING, "agent", f"started under lease {lease}", at=t)
                 return started[0]
-            command = self._owned(machine, command_id)
+            command = owned(machine, command_id)
             if command.state == RUNNING and command.lease_count == lease:
                 return command  # a repeated confirmation of the same lease
             raise errors.Conflict(

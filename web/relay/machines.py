@@ -11,9 +11,12 @@ without a key (by hand, with curl) stays unclaimed until an agent registers it w
 registration bumps the token generation, so the tokens issued before it stop working.
 
 Every agent request checks its token's generation against the machine's. That check is answered from
-memory: a registration or revocation in this process updates it at once, and a generation read from
-the database is trusted for GENERATION_READ_SECONDS, so a revocation made by another server process
-takes effect there within that time (it was one SELECT per agent request).
+memory: a registration or revocation updates it at once in this process and, through the bus
+(`registration`), makes every other process forget what it cached; a generation read from the
+database is trusted for at most GENERATION_READ_SECONDS besides (it was one SELECT per agent request).
+
+A poll held in another process does not count here: there the machine is online through its
+`last_seen_at`, written at least every LAST_SEEN_WRITE_SECONDS while it polls.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import time
 from peewee import IntegrityError
 
 from web import errors
+from web.bus import Bus
 from web.config import Config
 from web.models import Machine, atomic_write, db, now
 
@@ -37,8 +41,11 @@ REFUSED_KEY = re.compile(r"machine '(?P<name>[A-Za-z0-9._-]{1,64})' is bound to 
 
 
 class Machines:
-    def __init__(self, config: Config) -> None:
+    """The machines' records, which of them are online, and their token generations."""
+
+    def __init__(self, config: Config, bus: Bus) -> None:
         self.config = config
+        self.bus = bus
         self._polls: collections.Counter[str] = collections.Counter()
         self._seen_at: dict[str, float] = {}
         self._seen_written_at: dict[str, float] = {}
@@ -47,6 +54,7 @@ class Machines:
         # Every tool call picks a machine: the list is read at most every GENERATION_READ_SECONDS
         # (and at once after a change here); online-ness comes from memory anyway.
         self._listed: tuple[list[Machine], float] | None = None
+        bus.subscribe("registration", self.forget)
 
     def register(self, name: str, *, key_hash: str | None = None, hostname: str, os_name: str, version: str, roots: list[str]) -> Machine:
         """Create or refresh a machine's record when its agent (re)registers with the key's SHA-256."""
@@ -70,7 +78,7 @@ class Machines:
                     raise
         self._generations[name] = (machine.token_generation, time.monotonic())
         self._listed = None
-        self._touch(name, force=True)
+        self.touch(name, force=True)
         return machine
 
     def machine(self, name: str) -> Machine | None:
@@ -101,6 +109,11 @@ class Machines:
         self._generations[name] = (machine.token_generation, time.monotonic())
         self._listed = None
         return machine
+
+    def forget(self, name: str) -> None:
+        """Drop what is cached about `name`: another process registered or revoked it."""
+        self._generations.pop(name, None)
+        self._listed = None
 
     def token_generation(self, name: str) -> int | None:
         """The machine's current token generation (None: no such machine), from memory when fresh."""
@@ -152,7 +165,16 @@ class Machines:
             for m in self.machines()
         ]
 
-    def _touch(self, name: str, *, force: bool = False) -> None:
+    def held_polls(self, name: str) -> int:
+        """How many of the machine's polls this process holds now."""
+        return self._polls[name]
+
+    def polling(self, name: str, delta: int) -> None:
+        """A poll of the machine began (+1) or ended (-1) in this process."""
+        self._polls[name] += delta
+        self.touch(name)
+
+    def touch(self, name: str, *, force: bool = False) -> None:
         t = now()
         self._seen_at[name] = t
         if force or t - self._seen_written_at.get(name, 0.0) >= LAST_SEEN_WRITE_SECONDS:

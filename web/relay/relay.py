@@ -21,8 +21,10 @@ so a repeat is stored once; every progress call is also the command's heartbeat 
 whether the command was cancelled. Expiry and loss are found by `sweep` (web/relay/sweeper.py), which the
 waits and polls run at most once a second.
 
-Wake-ups are in-process (web/relay/wakeup.py). Every wait also re-reads the database at least once a
-second, so a second server process still sees the change. Most transitions are one conditional
+The relay is a front over small parts, each handed what it needs: `Machines` (records, online-ness,
+token generations), `Leases` (polls and their confirmation), `Sweeper`, `OutputStore`, and `Wakeups`,
+which wakes waiters in this process and, through the bus (web/bus.py), in every other server process.
+Every wait also re-reads the database at least once a second, as a safety net. Most transitions are one conditional
 statement or a read and a write of the changed columns, plus the log row: a relayed call with its
 audit row and a line of output costs 13 statements, transaction brackets aside, each run from SQL text
 built once (web/sql.py).
@@ -33,12 +35,12 @@ No Flask in here: the HTTP surfaces call these methods.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 import uuid
 from collections.abc import Iterable
 
 from web import errors, sql
+from web.bus import Bus
 from web.config import Config
 from web.models import (
     CANCELLED,
@@ -55,11 +57,12 @@ from web.models import (
     CommandEvent,
     atomic_write,
     db,
+    locked,
     log_event,
     now,
     transition,
 )
-from web.relay.lease import Leases
+from web.relay.lease import Leases, owned
 from web.relay.machines import Machines
 from web.relay import stdin
 from web.relay.output import STREAMS, OutputStore
@@ -77,21 +80,42 @@ PENDING_STATES = (QUEUED, LEASED, RUNNING)
 COUNT_PENDING = "SELECT COUNT(*) FROM command WHERE machine = ? AND state IN (?, ?, ?)"
 
 
-class Relay(Leases, Sweeper, Machines):
+class Relay:
     """Submit, claim, start, stream, complete, cancel and wait on commands; track machines."""
 
-    def __init__(self, config: Config) -> None:
-        super().__init__(config)
-        self.started_at = now()
+    def __init__(self, config: Config, bus: Bus | None = None) -> None:
+        self.config = config
+        self.bus = bus or Bus()
+        self.wakeups = Wakeups(self.bus)
         self.output = OutputStore(config.max_output_bytes)
-        self._lock = threading.Lock()
-        self.wakeups = Wakeups()
+        self.registry = Machines(config, self.bus)
+        self.sweeper = Sweeper(config, self.wakeups)
+        self.leases = Leases(config, self.registry, self.wakeups, self.sweeper)
         self.stdin = stdin.StdinQueue(self.wakeups)
-        self._swept_at = 0.0
+        # The parts' verbs, for the HTTP surfaces and the tools.
+        leases, sweeper, registry = self.leases, self.sweeper, self.registry
+        self.register, self.poll, self.claim, self.start = leases.register, leases.poll, leases.claim, leases.start
+        self.sweep, self.sweep_soon, self.reconcile = sweeper.sweep, sweeper.sweep_soon, sweeper.reconcile
+        self.machine, self.machines, self.status = registry.machine, registry.machines, registry.status
+        self.token_generation, self.is_online, self.last_seen_at = registry.token_generation, registry.is_online, registry.last_seen_at
+
+    def approve(self, name: str, key_hash: str):
+        """The owner binds `name` to another agent's key; the agent holding the old one is out."""
+        machine = self.registry.approve(name, key_hash)
+        self.leases.supersede(name)
+        return machine
+
+    def revoke(self, name: str):
+        """Invalidate every token issued to `name` so far, and end its held polls everywhere."""
+        machine = self.registry.revoke(name)
+        self.leases.supersede(name)
+        return machine
 
     # --- the caller's side --------------------------------------------------------------------
 
-    def submit(self, machine: str, tool: str, arguments: dict, *, timeout_seconds: float, session_id: str = "") -> Command:
+    def submit(
+        self, machine: str, tool: str, arguments: dict, *, timeout_seconds: float, session_id: str = "", request_id: str | None = None
+    ) -> Command:
         """Queue a command for `machine` and wake its poll; `machine_busy` past the machine's cap."""
         t = now()
         with db.connection_context(), atomic_write():
@@ -110,6 +134,7 @@ class Relay(Leases, Sweeper, Machines):
                 arguments=arguments,
                 timeout_seconds=timeout_seconds,
                 session_id=session_id,
+                request_id=request_id,
                 created_at=t,
                 start_by_at=t + self.config.start_deadline_seconds,
             )
@@ -150,7 +175,7 @@ class Relay(Leases, Sweeper, Machines):
     def cancel(self, command_id: str, *, actor: str = "client", reason: str = "") -> Command:
         """Cancel a command: at once if it has not started, else ask its agent to end it."""
         with db.connection_context(), atomic_write():
-            command = Command.get_or_none(Command.id == command_id)
+            command = locked(Command.select().where(Command.id == command_id)).first()
             if command is None:
                 raise errors.ToolError(f"no command {command_id}", code="unknown_command")
             if command.state in (QUEUED, LEASED):
@@ -179,11 +204,11 @@ class Relay(Leases, Sweeper, Machines):
         every = min(HEARTBEAT_WRITE_SECONDS, self.config.lost_after_seconds / 4)
         stored = False
         with db.connection_context():
-            command = self._owned(machine, command_id)
+            command = owned(machine, command_id)
             due = command.state == RUNNING and t - (command.heartbeat_at or 0.0) >= every
             if chunks or due or idle:  # a heartbeat alone writes only every few seconds
                 with atomic_write():
-                    command = self._owned(machine, command_id)
+                    command = owned(machine, command_id)
                     stored = self.output.append(command, chunks) if chunks else False
                     if idle and command.state == RUNNING:
                         command.output = stdin.with_idle(command.output, idle)
@@ -209,7 +234,7 @@ class Relay(Leases, Sweeper, Machines):
         if state not in AGENT_FINAL_STATES:
             raise errors.BadRequest(f"status must be one of {sorted(AGENT_FINAL_STATES)}, got {state!r}", code="invalid_status")
         with db.connection_context(), atomic_write():
-            command = self._owned(machine, command_id)
+            command = owned(machine, command_id)
             if command.state in TERMINAL_STATES and command.state != LOST:
                 return command, False
             if command.state not in (RUNNING, LOST):
@@ -239,6 +264,14 @@ class Relay(Leases, Sweeper, Machines):
             raise Command.DoesNotExist(f"no command {command_id}")
         return command
 
+    def pending_for_request(self, session_id: str, request_id: str) -> Command | None:
+        """The unfinished command a session's JSON-RPC request waits on, if any."""
+        with db.connection_context():
+            query = Command.select().where(
+                (Command.session_id == session_id) & (Command.request_id == request_id) & Command.state.in_(PENDING_STATES)
+            )
+            return query.first()
+
     def find(self, command_id: str) -> Command | None:
         with db.connection_context():
             return Command.get_or_none(Command.id == command_id)
@@ -258,13 +291,6 @@ class Relay(Leases, Sweeper, Machines):
             return list(query)
 
     # --- helpers ------------------------------------------------------------------------------
-
-    def _owned(self, machine: str, command_id: str) -> Command:
-        command = sql.get(Command, command_id)
-        if command is None or command.machine != machine:
-            # Another machine's command looks exactly like a missing one.
-            raise errors.NotFound(f"no command {command_id} for machine {machine!r}", code="unknown_command")
-        return command
 
     def _latest(self, command_id: str) -> Command:
         """The command's latest record: the one handed over by `Wakeups.signal` when it is final (a final

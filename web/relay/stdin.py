@@ -10,8 +10,8 @@ other may hold the agent's request for input:
   send again: input is never reordered or lost silently.
 - The agent asks for input with a held `GET /api/agent/commands/<id>/input?offset=N`, N being the
   bytes it has already written to the process (which acknowledges them). The request is woken at
-  once by a `send_input` in the same process, and re-reads the database every second for input
-  that another process stored.
+  once by a `send_input` in any server process (web/bus.py), and re-reads the database every second
+  besides.
 - When the process has been quiet for a moment since its latest input, the agent says so on its
   next output post (`idle`, web/relay/relay.py: progress), after all the output before it. The
   waiting `send_input` (or the first answer of the `run_shell_command` that started it) answers

@@ -11,21 +11,29 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 
-from web.models import EXPIRED, LEASED, LOST, QUEUED, RUNNING, Command, atomic_write, db, now, transition
+from web.config import Config
+from web.models import EXPIRED, LEASED, LOST, QUEUED, RUNNING, Command, atomic_write, db, locked, now, transition
+from web.relay.wakeup import Wakeups
 
 SWEEP_SECONDS = 1.0
 LOST_MESSAGE = "outcome unknown: {why}; the command may or may not have run to completion"
 
 
 class Sweeper:
-    """Mixed into Relay, whose `config`, `started_at`, `_swept_at` and `wakeups` it uses."""
+    """Expiry, loss, and the reconciliation of a restarted agent's running commands."""
+
+    def __init__(self, config: Config, wakeups: Wakeups) -> None:
+        self.config = config
+        self.wakeups = wakeups
+        self.started_at = now()
+        self._swept_at = 0.0
 
     def reconcile(self, machine: str, keep: Iterable[str]) -> list[str]:
         """A restarted agent names the commands it still holds; its other running ones are `lost`."""
         keep = set(keep)
         lost = []
         with db.connection_context(), atomic_write():
-            for command in Command.select().where((Command.machine == machine) & (Command.state == RUNNING)):
+            for command in locked(Command.select().where((Command.machine == machine) & (Command.state == RUNNING))):
                 if command.id in keep:
                     continue
                 why = "the agent restarted while the command was running and stopped it"
@@ -60,7 +68,7 @@ class Sweeper:
                 return []  # the common case: no write transaction at all
             changed = []
             with atomic_write():
-                for command in Command.select().where(due):
+                for command in locked(Command.select().where(due)):
                     if command.state == RUNNING:
                         why = f"no word from the agent for {t - command.heartbeat_at:.0f} s while it was running"
                         transition(command, LOST, "server", why, finished_at=t, error_code="lost", error_message=LOST_MESSAGE.format(why=why))
