@@ -33,7 +33,8 @@ def app(config: Config):
 
     with db.connection_context():
         upgrade(db.obj)
-    return app
+    yield app
+    app.extensions["code_remote"].bus.close()
 
 
 @pytest.fixture

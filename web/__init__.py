@@ -12,6 +12,7 @@ import logging
 from flask import Flask
 
 from web import agent_api, api, errors
+from web.bus import Bus, open_bus
 from web.config import Config
 from web.console import metrics
 from web.console import views as console
@@ -19,7 +20,8 @@ from web.console.process_stats import ProcessStats
 from web.http import install_error_handlers, require_host
 from web.mcp import sse, streamable
 from web.mcp.protocol import Dispatcher
-from web.mcp.session import SessionStore
+from web.mcp.session import MemorySessions, SessionStore
+from web.mcp.shared import SharedSessions
 from web.mcp.tools import ToolBox
 from web.models import open_database
 from web.oauth import views as oauth
@@ -34,6 +36,7 @@ class Services:
     """Everything a request handler may need, built once per app."""
 
     config: Config
+    bus: Bus
     relay: Relay
     toolbox: ToolBox
     dispatcher: Dispatcher
@@ -43,11 +46,31 @@ class Services:
     credentials: Credentials
     registrations: netpolicy.Throttle
     process_stats: ProcessStats
+    draining: bool = False
+
+    def drain(self) -> None:
+        """This process was told to stop (SIGTERM: a deploy, a restart, a scale-down). It takes no
+        new held work: its held polls end now, so agents poll another process, and its streams end,
+        so clients reconnect elsewhere (a Streamable HTTP session goes on there; an SSE session
+        cannot outlive its stream). Tool calls in progress finish here, within gunicorn's
+        graceful_timeout; with PostgreSQL their answers can be resumed elsewhere if they do not."""
+        self.draining = True
+        self.relay.leases.drain()
+        self.sessions.drain()
 
 
 def build_services(config: Config) -> Services:
-    relay = Relay(config)
+    bus = open_bus(config.database_url)
+    relay = Relay(config, bus)
     toolbox = ToolBox(relay)
+    dispatcher = Dispatcher(toolbox)
+    if bus.shared:  # several server processes: every one of them must know every session
+        sessions = SharedSessions(
+            bus, config.session_idle_seconds, config.max_sessions_per_credential, heartbeat_seconds=config.heartbeat_seconds
+        )
+        sessions.finish = dispatcher.finish
+    else:
+        sessions = MemorySessions(config.session_idle_seconds, config.max_sessions_per_credential)
     oauth_store = OAuthStore(
         code_seconds=config.oauth_code_seconds,
         access_seconds=config.oauth_access_token_seconds,
@@ -57,10 +80,11 @@ def build_services(config: Config) -> Services:
     )
     return Services(
         config=config,
+        bus=bus,
         relay=relay,
         toolbox=toolbox,
-        dispatcher=Dispatcher(toolbox),
-        sessions=SessionStore(config.session_idle_seconds, config.max_sessions_per_credential),
+        dispatcher=dispatcher,
+        sessions=sessions,
         agent_tokens=AgentTokens(config.agent_signing_keys, config.agent_token_max_age_seconds),
         oauth=oauth_store,
         credentials=Credentials(
@@ -83,7 +107,8 @@ def create_app(config: Config | None = None) -> Flask:
     open_database(config.database_url)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = config.max_result_bytes
-    app.extensions["code_remote"] = build_services(config)
+    app.extensions["code_remote"] = services = build_services(config)
+    services.bus.start()
     install_error_handlers(app)
     app.before_request(require_host)
     netpolicy.install(app, trusted_proxy_hops=config.trusted_proxy_hops, agent_networks=config.agent_allowed_networks)

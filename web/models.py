@@ -16,6 +16,7 @@ import time
 from typing import Any
 
 from peewee import (
+    BigAutoField,
     BlobField,
     BooleanField,
     CharField,
@@ -106,6 +107,13 @@ def atomic_write():
     return db.atomic()
 
 
+def locked(query):
+    """`query` with its rows locked until the transaction ends, where the database can (PostgreSQL):
+    of two processes changing the same rows, the second then sees the first one's change. SQLite
+    needs no lock: `atomic_write` already lets one writer in at a time."""
+    return query.for_update() if db.obj.for_update else query
+
+
 def now() -> float:
     return time.time()
 
@@ -151,6 +159,9 @@ class Command(BaseModel):
     state = CharField(max_length=16, default=QUEUED)
     timeout_seconds = DoubleField()
     session_id = CharField(max_length=64, default="")
+    # The JSON-RPC id of the tools/call waiting on it (as JSON text), so `notifications/cancelled`
+    # finds it from any server process.
+    request_id = CharField(max_length=200, null=True)
     created_at = DoubleField(default=now)
     leased_at = DoubleField(null=True)
     lease_expires_at = DoubleField(null=True)
@@ -173,11 +184,13 @@ class Command(BaseModel):
         table_name = "command"
         # A machine's pending commands are found from this index, never by reading its history.
         # The dashboard's history pages newest first, optionally by machine or state (migration 0007).
+        # `notifications/cancelled` finds its command by session and request (migration 0005).
         indexes = (
             (("machine", "state"), False),
             (("state", "created_at", "id"), False),
             (("created_at", "id"), False),
             (("machine", "created_at", "id"), False),
+            (("session_id", "request_id"), False),
         )
         # A transition changes a few columns: write only those (assign a JSON field anew, never
         # mutate it in place, or the change is not seen).
@@ -322,3 +335,76 @@ class ProcessStat(BaseModel):
 
 
 MODELS += [ProcessStat]
+
+
+class McpSession(BaseModel):
+    """An MCP session, known to every server process (web/mcp/shared.py); one server process on
+    SQLite keeps its sessions in memory instead (web/mcp/session.py)."""
+
+    id = CharField(max_length=32, primary_key=True)
+    credential = CharField(max_length=64)
+    transport = CharField(max_length=8)
+    protocol_version = CharField(max_length=16, null=True)
+    client_info = JSONField(null=True)
+    initialized = BooleanField(default=False)
+    log_level = CharField(max_length=16, null=True)
+    created_at = DoubleField(default=now)
+    last_active_at = DoubleField(default=now, index=True)
+    # The session's own stream (GET /sse, GET /mcp) is held while this is recent: its holder
+    # refreshes it at every keep-alive.
+    stream_held_at = DoubleField(null=True)
+    closed_at = DoubleField(null=True)
+
+    class Meta:
+        table_name = "mcp_session"
+        indexes = ((("credential", "last_active_at"), False),)
+        only_save_dirty = True
+
+
+class McpStream(BaseModel):
+    """An answer sent as SSE on POST /mcp, kept so a client may resume it from any server process.
+
+    `owner` names the process producing it; `request` holds what another process needs to finish
+    it when that one died: the JSON-RPC id and the command the call waits on.
+    """
+
+    id = CharField(max_length=32, primary_key=True)
+    session_id = CharField(max_length=32, index=True)
+    owner = CharField(max_length=32, default="")
+    request = JSONField(null=True)
+    done = BooleanField(default=False)
+    created_at = DoubleField(default=now)
+
+    class Meta:
+        table_name = "mcp_stream"
+        only_save_dirty = True
+
+
+class McpMessage(BaseModel):
+    """A JSON-RPC message on its way to a client: in a session's own stream (`stream_id` is the
+    session id; deleted once sent) or in a kept answer stream (event ids are the row ids)."""
+
+    id = BigAutoField()
+    stream_id = CharField(max_length=32)
+    body = TextField()
+    created_at = DoubleField(default=now)
+
+    class Meta:
+        table_name = "mcp_message"
+        indexes = ((("stream_id", "id"), False),)
+
+
+class ThrottleHit(BaseModel):
+    """One counted event (a failed authentication, a client registration) per client address, so a
+    limit holds across every server process."""
+
+    scope = CharField(max_length=32)
+    key = CharField(max_length=64)
+    at = DoubleField(default=now)
+
+    class Meta:
+        table_name = "throttle_hit"
+        indexes = ((("scope", "key", "at"), False),)
+
+
+MODELS += [McpSession, McpStream, McpMessage, ThrottleHit]

@@ -24,6 +24,7 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
+import functools
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -60,6 +61,8 @@ SERVER_INFO = mcp_types.Implementation(name=SERVER_NAME, version=SERVER_VERSION,
 CAPABILITIES = mcp_types.ServerCapabilities(tools=mcp_types.ToolsCapability(list_changed=False))
 
 Emit = Callable[[dict[str, Any]], None]
+# on_submitted(JSON-RPC request id, command id): a tool call queued its command
+Submitted = Callable[[Any, str], None]
 
 
 @dataclasses.dataclass
@@ -179,7 +182,9 @@ class Dispatcher:
 
     # --- handshake revisions --------------------------------------------------------------------
 
-    def handle(self, message: Any, session: Session, *, transport: str, emit: Emit | None = None) -> dict[str, Any] | None:
+    def handle(
+        self, message: Any, session: Session, *, transport: str, emit: Emit | None = None, on_submitted: Submitted | None = None
+    ) -> dict[str, Any] | None:
         """Answer one decoded message in a session; None for notifications and client responses."""
         incoming = classify(message)
         if incoming.kind == "invalid":
@@ -195,17 +200,20 @@ class Dispatcher:
                 code="not_initialized",
             )
             return self._refuse(incoming, error, transport, session.id)
-        return self._answer(incoming, self._version(session), session, transport, emit)
+        return self._answer(incoming, self._version(session), session, transport, emit, on_submitted)
 
-    def handle_batch(self, payload: Any, session: Session, *, transport: str, emit: Emit | None = None) -> list[dict[str, Any]]:
-        """Answer a decoded body: one message or, where the session's revision has them, a batch array."""
+    def handle_batch(
+        self, payload: Any, session: Session, *, transport: str, emit: Emit | None = None, on_submitted: Submitted | None = None
+    ) -> list[dict[str, Any]]:
+        """Answer a decoded body: one message or, where the session's revision has them, a batch array.
+        `on_submitted(request id, command id)` is told of each command a tool call queues."""
         if not isinstance(payload, list):
-            response = self.handle(payload, session, transport=transport, emit=emit)
+            response = self.handle(payload, session, transport=transport, emit=emit, on_submitted=on_submitted)
             return [] if response is None else [response]
         problem = batch_problem(payload, self._version(session))
         if problem is not None:
             return [self._refuse(Incoming("invalid"), problem, transport, session.id)]
-        responses = [self.handle(m, session, transport=transport, emit=emit) for m in payload]
+        responses = [self.handle(m, session, transport=transport, emit=emit, on_submitted=on_submitted) for m in payload]
         return [r for r in responses if r is not None]
 
     # --- 2026-07-28, stateless --------------------------------------------------------------------
@@ -232,9 +240,23 @@ class Dispatcher:
 
     # --- one request ------------------------------------------------------------------------------
 
-    def _answer(self, incoming: Incoming, version: str, session: Session | None, transport: str, emit: Emit | None) -> dict[str, Any]:
+    def finish(self, request: dict[str, Any]) -> dict[str, Any]:
+        """The answer to a tools/call whose server process died while it waited on its command:
+        `request` holds its JSON-RPC id, the session's revision and the command it had queued."""
+        request_id, command_id = request.get("id"), request.get("command_id")
+        if not command_id:
+            error = errors.CodeRemoteError(
+                "the server process answering this request stopped before it queued a command, so nothing ran; send it again"
+            )
+            return error_response(request_id, error)
+        result = self.toolbox.finish(command_id)
+        return result_response(request_id, self._serialize("tools/call", request.get("version") or DEFAULT_VERSION, result))
+
+    def _answer(
+        self, incoming: Incoming, version: str, session: Session | None, transport: str, emit: Emit | None, on_submitted: Submitted | None = None
+    ) -> dict[str, Any]:
         try:
-            result = self._request(incoming, version, session, transport, emit)
+            result = self._request(incoming, version, session, transport, emit, on_submitted)
         except errors.CodeRemoteError as error:
             if incoming.method == "tools/call":  # refused tool calls have their rows already (ToolBox, _request)
                 return error_response(incoming.id, error)
@@ -263,7 +285,9 @@ class Dispatcher:
             )
             raise errors.InvalidParams(f"invalid params for {incoming.method}: {problems}") from None
 
-    def _request(self, incoming: Incoming, version: str, session: Session | None, transport: str, emit: Emit | None) -> dict[str, Any]:
+    def _request(
+        self, incoming: Incoming, version: str, session: Session | None, transport: str, emit: Emit | None, on_submitted: Submitted | None = None
+    ) -> dict[str, Any]:
         if incoming.method == "initialize" and session is not None:
             request = self._parse(incoming, LATEST_HANDSHAKE_VERSION)
             return self._initialize(request.params, session)
@@ -282,6 +306,7 @@ class Dispatcher:
         if incoming.method == "logging/setLevel" and session is not None:
             # Accepted and remembered; Code Remote sends no log messages, so it declares no logging capability.
             session.log_level = request.params.level
+            session.save()
             return {}
         if incoming.method == "server/discover":
             result: Any = mcp_types.DiscoverResult(
@@ -295,6 +320,7 @@ class Dispatcher:
                 transport=transport,
                 request_id=incoming.id,
                 progress=_progress(request.params, emit),
+                on_submitted=None if on_submitted is None else functools.partial(on_submitted, incoming.id),
             )
             result = self.toolbox.call(request.params.name, request.params.arguments, context)
         else:
@@ -313,6 +339,7 @@ class Dispatcher:
         version = requested if requested in HANDSHAKE_PROTOCOL_VERSIONS else LATEST_HANDSHAKE_VERSION
         session.protocol_version = version
         session.client_info = params.client_info.model_dump(exclude_none=True)
+        session.save()
         result = mcp_types.InitializeResult(
             protocol_version=version, capabilities=CAPABILITIES, server_info=SERVER_INFO, instructions=INSTRUCTIONS
         )
@@ -321,6 +348,7 @@ class Dispatcher:
     def _notify(self, incoming: Incoming, session: Session) -> None:
         if incoming.method == "notifications/initialized":
             session.initialized = True
+            session.save()
         elif incoming.method == "notifications/cancelled":
             # The tool call's command is cancelled too: never started, it never runs; running, its
             # agent ends it. A client that merely disconnects sends no such notification.

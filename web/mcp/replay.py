@@ -63,6 +63,9 @@ class Replay:
     def event_id(self, number: int) -> str:
         return f"{self.id}/{number}"
 
+    def record(self, request: dict[str, Any]) -> None:
+        """What another process would need to finish this answer: nothing, in one process."""
+
 
 class Replays:
     """A session's resumable answers, by stream id."""

@@ -30,7 +30,6 @@ import json
 import logging
 import queue
 import threading
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -196,11 +195,11 @@ def _post_in_session(credential: str) -> Response:
             return json_response(responses if isinstance(payload, list) else responses[0], 400)
         return Response(status=202)
 
-    def run(emit: mcp_protocol.Emit) -> Any:
-        responses = svc.dispatcher.handle_batch(payload, session, transport=TRANSPORT, emit=emit)
+    def run(emit: mcp_protocol.Emit, on_submitted: mcp_protocol.Submitted) -> Any:
+        responses = svc.dispatcher.handle_batch(payload, session, transport=TRANSPORT, emit=emit, on_submitted=on_submitted)
         return responses if isinstance(payload, list) else responses[0]
 
-    return _answer(run, json_ok, sse_ok, session=session)
+    return _answer(run, json_ok, sse_ok, session=session, request_id=payload.get("id") if isinstance(payload, dict) else None)
 
 
 def _initialize(payload: dict, credential: str, json_ok: bool) -> Response:
@@ -229,7 +228,7 @@ def _post_stateless() -> Response:
         response = svc.dispatcher.handle_stateless(payload, headers, transport=TRANSPORT)
         return Response(status=202) if response is None else json_response(response, 400)
     return _answer(
-        lambda emit: svc.dispatcher.handle_stateless(payload, headers, transport=TRANSPORT, emit=emit),
+        lambda emit, _: svc.dispatcher.handle_stateless(payload, headers, transport=TRANSPORT, emit=emit),
         json_ok,
         sse_ok,
         error_status=STATELESS_ERROR_STATUS,
@@ -237,19 +236,31 @@ def _post_stateless() -> Response:
 
 
 def _answer(
-    run: Callable[[mcp_protocol.Emit], Any],
+    run: Callable[[mcp_protocol.Emit, mcp_protocol.Submitted], Any],
     json_ok: bool,
     sse_ok: bool,
     *,
     session: Session | None = None,
+    request_id: Any = None,
     error_status: dict[int, int] | None = None,
 ) -> Response:
-    """Run the dispatch in its own greenlet; answer in JSON if it is quick and quiet, else as SSE."""
+    """Run the dispatch in its own greenlet; answer in JSON if it is quick and quiet, else as SSE.
+
+    A resumable answer records what another process needs to finish it if this one dies: the
+    request's id, the session's revision and, once queued, the command the tool call waits on."""
     outbox: queue.Queue = queue.Queue()
+    version = session.protocol_version if session is not None else None
+    request = {"id": request_id, "version": version}
+    kept: list = []  # the answer's replay, once it has one
+
+    def submitted(_: Any, command_id: str) -> None:
+        request["command_id"] = command_id
+        if kept:
+            kept[0].record(request)
 
     def work() -> None:
         try:
-            answer = run(lambda note: outbox.put((_NOTE, note)))
+            answer = run(lambda note: outbox.put((_NOTE, note)), submitted)
         except Exception:  # the dispatcher answers its own errors; this is a last resort
             log.exception("dispatch failed")
             answer = mcp_protocol.error_response(None, errors.CodeRemoteError("internal error; see the server log"))
@@ -271,9 +282,11 @@ def _answer(
                 status = error_status.get(answer["error"]["code"], 200)
             return json_response(answer, status)
     # Kept in the session, with event ids, where the revision lets a client resume it.
-    version = session.protocol_version if session is not None else None
     resumable = session is not None and version in RESUMABLE_VERSIONS
     replay = session.replays.open() if resumable else Replay()
+    if resumable and request_id is not None:
+        kept.append(replay)
+        replay.record(request)
     threading.Thread(target=_keep, args=(first, outbox, replay), daemon=True, name="mcp-http-replay").start()
     stream = _stream_replay(
         replay, 0, services().config.heartbeat_seconds, session, ids=resumable, priming=version in PRIMING_VERSIONS
@@ -303,7 +316,7 @@ def _stream_replay(
     for item in replay.follow(after, heartbeat):
         if item is None:
             if session is not None:
-                session.last_active = time.monotonic()  # a call in progress keeps its session alive
+                session.touch()  # a call in progress keeps its session alive
             yield ": keep-alive\n\n"
             continue
         number, message = item
@@ -339,9 +352,8 @@ def _open_stream(session: Session) -> Response:
     last_event_id = request.headers.get("Last-Event-ID")
     if last_event_id is not None:
         return _resume(session, last_event_id)
-    if session.listening:
+    if not session.hold_stream():
         raise errors.Conflict("this session already has a GET stream open", code="stream_open")
-    session.listening = True
     heartbeat = svc.config.heartbeat_seconds
 
     def stream() -> Iterator[str]:
@@ -350,6 +362,6 @@ def _open_stream(session: Session) -> Response:
             for message in session.messages(heartbeat):
                 yield ": keep-alive\n\n" if message is None else _sse_message(message)
         finally:
-            session.listening = False
+            session.release_stream()
 
     return Response(stream(), mimetype="text/event-stream", headers=SSE_HEADERS)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -38,6 +37,14 @@ class CallContext:
     # progress(progress, total, message) sends notifications/progress to the caller when it asked for
     # them (a progressToken) and its transport can carry them; None otherwise.
     progress: Callable[[float, float | None, str | None], None] | None = None
+    # Told the id of the command the call waits on, once it is queued (a resumable answer stream
+    # records it, so that another process can finish the answer if this one dies).
+    on_submitted: Callable[[str], None] | None = None
+
+
+def request_key(request_id: Any) -> str:
+    """A JSON-RPC request id as stored with its command: JSON text, so 1 and "1" stay apart."""
+    return json.dumps(request_id, separators=(",", ":"))[:200]
 
 
 class ToolBox:
@@ -51,9 +58,6 @@ class ToolBox:
             max_timeout_seconds=self.config.max_command_timeout_seconds,
         )
         self.tools_by_name = {spec.name: spec for spec in self.tools}
-        # (session id, JSON-RPC request id) -> command id, for calls still waiting on their command.
-        self._inflight: dict[tuple[str, Any], str] = {}
-        self._inflight_lock = threading.Lock()
         self._local = {
             "check_agent_status": self._check_agent_status,
             "get_command_output": self._get_command_output,
@@ -96,30 +100,29 @@ class ToolBox:
             raise
 
     def cancel_request(self, session_id: str, request_id: Any, reason: str = "") -> None:
-        """The client sent `notifications/cancelled` for a tools/call: cancel its command, if any."""
-        with self._inflight_lock:
-            command_id = self._inflight.get((session_id, request_id))
-        if command_id is not None:
-            log.info("client cancelled the call waiting on command %s", command_id[:8])
-            self.relay.cancel(command_id, actor="client", reason=reason or "notifications/cancelled")
+        """The client sent `notifications/cancelled` for a tools/call: cancel its command, if any.
+        The call may be waiting in another server process: the command is found by its request."""
+        if not session_id or request_id is None:
+            return
+        command = self.relay.pending_for_request(session_id, request_key(request_id))
+        if command is not None:
+            log.info("client cancelled the call waiting on command %s", command.id[:8])
+            self.relay.cancel(command.id, actor="client", reason=reason or "notifications/cancelled")
 
     def _relay(self, spec: ToolSpec, machine: str, arguments: dict, context: CallContext, audit: AuditEntry) -> mcp_types.CallToolResult:
         payload = {k: v for k, v in arguments.items() if k != "machine"}
         timeout = float(payload.pop("timeout", self.config.default_command_timeout_seconds))
-        command = self.relay.submit(machine, spec.name, payload, timeout_seconds=timeout, session_id=context.session_id)
-        key = (context.session_id, context.request_id)
-        if context.request_id is not None:
-            with self._inflight_lock:
-                self._inflight[key] = command.id
+        command = self.relay.submit(
+            machine, spec.name, payload, timeout_seconds=timeout, session_id=context.session_id,
+            request_id=None if context.request_id is None else request_key(context.request_id),
+        )
+        if context.on_submitted is not None:
+            context.on_submitted(command.id)
         waited = min(timeout + self.config.result_grace_seconds, self.config.tool_wait_seconds)
         # An interactive command answers as soon as it is quiet (waiting at a prompt), not when it ends.
         until = (lambda c: stdin.idle_mark(c) is not None) if stdin.interactive(command) else None
-        try:
-            command = self.relay.wait(command.id, waited, on_change=self._reporter(context), known=command, until=until)
-        finally:
-            with self._inflight_lock:
-                self._inflight.pop(key, None)
-        text, is_error = outcome.describe(self.relay, command, waited=waited)
+        command = self.relay.wait(command.id, waited, on_change=self._reporter(context), known=command, until=until)
+        result, text, is_error = self._outcome(command, waited)
         audit.finish(
             status=command.state,
             is_error=is_error,
@@ -130,11 +133,23 @@ class ToolBox:
             output_bytes=len(text.encode("utf-8", "surrogatepass")),
             command_id=command.id,
         )
+        return result
+
+    def finish(self, command_id: str) -> mcp_types.CallToolResult:
+        """The result of a call whose command was queued by a server process that has since died."""
+        command = self.relay.get(command_id)
+        waited = self.config.tool_wait_seconds
+        until = (lambda c: stdin.idle_mark(c) is not None) if stdin.interactive(command) else None
+        return self._outcome(self.relay.wait(command_id, waited, until=until), waited)[0]
+
+    def _outcome(self, command, waited: float) -> tuple[mcp_types.CallToolResult, str, bool]:
+        """What the model reads about a command it waited on for `waited` seconds."""
+        text, is_error = outcome.describe(self.relay, command, waited=waited)
         result = _text_result(text, structured.relayed(self.relay, command), is_error=is_error)
         image = (command.result or {}).get("image") if command.tool == "read_file" and not is_error else None
         if isinstance(image, str) and str((command.result or {}).get("mime_type", "")).startswith("image/"):
             result.content.append(mcp_types.ImageContent(type="image", data=image, mime_type=command.result["mime_type"]))
-        return result
+        return result, text, is_error
 
     def _reporter(self, context: CallContext):
         """An on_change callback sending the new output as progress notifications, or None."""

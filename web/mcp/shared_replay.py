@@ -1,0 +1,144 @@
+"""Resumable answers kept in the database, so a client may resume one from any server process.
+
+The interface is web/mcp/replay.py's (`open`, `find`; a replay's `add`, `follow`, `event_id`): an
+answer stream is a `mcp_stream` row and its messages are `mcp_message` rows, whose ids are the
+event numbers. The process producing an answer publishes `stream` on the bus at each message, which
+wakes the followers wherever they are.
+
+When the producing process dies mid-call (a crash, kill -9, a deploy past its grace), the command
+it relayed goes on, on the agent. A client that resumes the stream elsewhere finds its producer
+gone (`Bus.alive`), and the process it reached takes the answer over: it waits for the command the
+call had queued (recorded in the stream's `request`) and sends its result, as the first process
+would have. A call that died before it queued anything gets an error saying so.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from web import sql
+from web.mcp.replay import MAX_FINISHED
+from web.models import McpMessage, McpStream, db
+
+log = logging.getLogger(__name__)
+
+FOLLOW = (
+    "SELECT s.done, s.owner, s.request, m.id, m.body FROM mcp_stream s "
+    "LEFT JOIN mcp_message m ON m.stream_id = s.id AND m.id > ? WHERE s.id = ? ORDER BY m.id LIMIT 100"
+)
+# Takes a stream over from a producer found dead; of two processes trying, one wins.
+ADOPT = "UPDATE mcp_stream SET owner = ? WHERE id = ? AND owner = ? AND done = ?"
+# finish(request) -> the JSON-RPC answer for a stream whose producer died
+Finisher = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+class SharedReplay:
+    def __init__(self, store, stream_id: str, *, done: bool = False) -> None:
+        self.store = store
+        self.id = stream_id
+        self.done = done
+
+    def event_id(self, number: int) -> str:
+        return f"{self.id}/{number}"
+
+    def add(self, messages: list[dict[str, Any]], *, last: bool = False) -> None:
+        t = time.time()
+        with db.connection_context():
+            for message in messages:
+                body = json.dumps(message, separators=(",", ":"), ensure_ascii=False)
+                sql.insert(McpMessage(stream_id=self.id, body=body, created_at=t))
+            if last:
+                McpStream.update(done=True).where(McpStream.id == self.id).execute()
+        self.done = self.done or last
+        self.store.signals.set(self.id)
+        self.store.bus.publish("stream", self.id)
+
+    def record(self, request: dict[str, Any]) -> None:
+        """Note what another process needs to finish this answer: the request id, the command."""
+        with db.connection_context():
+            McpStream.update(request=request).where(McpStream.id == self.id).execute()
+
+    def follow(self, after: int, heartbeat_seconds: float) -> Iterator[tuple[int, dict[str, Any]] | None]:
+        woken = self.store.signals.event(self.id)
+        sent, check_producer = after, after > 0  # a resume: the producer may be what broke
+        while True:
+            woken.clear()
+            with db.connection_context():
+                rows = sql.execute(McpStream, FOLLOW, (sent, self.id)).fetchall()
+            if not rows:
+                return
+            done, owner, request = bool(rows[0][0]), rows[0][1], rows[0][2]
+            for *_, key, body in rows:
+                if key is not None:
+                    sent = key
+                    yield key, json.loads(body)
+            if rows[-1][3] is not None:
+                continue
+            if done:
+                return
+            if check_producer:
+                check_producer = False
+                self._adopt_if_orphaned(owner, json.loads(request) if request else None)
+                continue
+            if not woken.wait(heartbeat_seconds):
+                check_producer = True
+                yield None
+
+    def _adopt_if_orphaned(self, owner: str, request: dict[str, Any] | None) -> None:
+        bus = self.store.bus
+        if bus.alive(owner):
+            return
+        with db.connection_context():
+            won = sql.execute(McpStream, ADOPT, (bus.origin, self.id, owner, False)).rowcount == 1
+        if not won:
+            return
+        log.warning("answer stream %s: its server process is gone; this one finishes it", self.id)
+        threading.Thread(target=self._finish, args=(request or {},), daemon=True, name="mcp-adopted-answer").start()
+
+    def _finish(self, request: dict[str, Any]) -> None:
+        try:
+            answer = self.store.finish(request)
+        except Exception:
+            log.exception("could not finish the answer of stream %s", self.id)
+            return
+        self.add([answer], last=True)
+
+
+class SharedReplays:
+    """A session's resumable answers, in the database."""
+
+    def __init__(self, store, session_id: str) -> None:
+        self.store = store
+        self.session_id = session_id
+
+    def open(self) -> SharedReplay:
+        replay = SharedReplay(self.store, secrets.token_hex(8))
+        with db.connection_context():
+            sql.insert(McpStream(id=replay.id, session_id=self.session_id, owner=self.store.bus.origin, created_at=time.time()))
+            finished = (
+                McpStream.select(McpStream.id)
+                .where((McpStream.session_id == self.session_id) & (McpStream.done == True))  # noqa: E712
+                .order_by(McpStream.created_at.desc())
+                .offset(MAX_FINISHED)
+            )
+            old = [row.id for row in finished]
+            if old:
+                McpMessage.delete().where(McpMessage.stream_id.in_(old)).execute()
+                McpStream.delete().where(McpStream.id.in_(old)).execute()
+        return replay
+
+    def find(self, last_event_id: str) -> tuple[SharedReplay, int] | None:
+        stream, _, number = last_event_id.strip().partition("/")
+        if not number.isascii() or not number.isdigit():
+            return None
+        with db.connection_context():
+            record = McpStream.get_or_none((McpStream.id == stream[:32]) & (McpStream.session_id == self.session_id))
+        if record is None:
+            return None
+        return SharedReplay(self.store, record.id, done=record.done), int(number)
