@@ -1,9 +1,10 @@
 """gunicorn settings for Code Remote (read by `gunicorn -c gunicorn.conf.py wsgi:app`).
 
-One gevent worker serves thousands of held long-polls and SSE streams. More workers (`WEB_CONCURRENCY`,
-which Procfile platforms set by themselves, or `-w`) need PostgreSQL: SQLite serves one process, so
-`on_starting` refuses to start more than one worker on it (docs/DEPLOYMENT.md). Never use `preload_app`
-with gevent: the app would be imported before gevent patches the standard library.
+One gevent worker serves thousands of held long-polls and SSE streams. With PostgreSQL, any number of
+workers (`WEB_CONCURRENCY`) and hosts serve every request alike: sessions live in the database and
+wake-ups cross processes by LISTEN/NOTIFY (web/bus.py). With SQLite (one process),
+`on_starting` refuses more than one worker (docs/DEPLOYMENT.md). Never use
+`preload_app` with gevent: the app would be imported before gevent patches the standard library.
 
 Timeouts, outermost first: a PaaS router or proxy in front cuts idle connections (Heroku 55 s, Fly and
 most load balancers 60 s or more, squid's read_timeout often 30 s), so agents' polls are held 25 s and
@@ -88,6 +89,64 @@ def post_worker_init(worker):
     gc.set_threshold(50_000, 20, 100)
     _make_psycopg2_cooperative()
     _send_headers_with_the_body()
+    _drain_on_sigterm(worker)
+
+
+def _drain_on_sigterm(worker):
+    """On SIGTERM (a deploy, a restart), hand back what is held before gunicorn's graceful stop.
+
+    gunicorn stops accepting and waits up to `graceful_timeout` for open requests; a held poll (25 s)
+    or an SSE stream (forever) would keep it waiting. The app ends those at once (Services.drain) and
+    every answer from then on closes its connection (the worker is no longer `alive`), so agents and
+    clients reconnect to another process.
+    """
+    import signal
+    import socket
+
+    import gevent
+
+    services = worker.wsgi.extensions["code_remote"]
+    # Open client connections, and whether a request is in progress on each. A keep-alive connection
+    # waiting for its next request holds nothing, but gunicorn would wait for it up to `keepalive`.
+    connections: dict = {}
+    handle, handle_request = worker.handle, worker.handle_request
+
+    def tracked_handle(listener, client, addr):
+        connections[client] = False
+        try:
+            handle(listener, client, addr)
+        finally:
+            connections.pop(client, None)
+
+    def tracked_request(listener_name, req, sock, addr):
+        connections[sock] = True
+        try:
+            return handle_request(listener_name, req, sock, addr)
+        finally:
+            if sock in connections:
+                connections[sock] = False
+            if not worker.alive:  # a request that began before the stop: its connection ends with it
+                _shut(sock)
+
+    worker.handle, worker.handle_request = tracked_handle, tracked_request
+
+    def drain():
+        services.drain()
+        for sock, busy in list(connections.items()):
+            if not busy:
+                _shut(sock)
+
+    def _shut(sock):
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def handle_term(signum, frame):
+        worker.alive = False
+        gevent.spawn(drain)  # not in the signal handler itself: drain takes locks
+
+    signal.signal(signal.SIGTERM, handle_term)
 
 
 def _send_headers_with_the_body():
