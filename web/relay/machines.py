@@ -165,10 +165,6 @@ class Machines:
             for m in self.machines()
         ]
 
-    def held_polls(self, name: str) -> int:
-        """How many of the machine's polls this process holds now."""
-        return self._polls[name]
-
     def polling(self, name: str, delta: int) -> None:
         """A poll of the machine began (+1) or ended (-1) in this process."""
         self._polls[name] += delta

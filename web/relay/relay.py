@@ -98,6 +98,7 @@ class Relay:
         self.sweep, self.sweep_soon, self.reconcile = sweeper.sweep, sweeper.sweep_soon, sweeper.reconcile
         self.machine, self.machines, self.status = registry.machine, registry.machines, registry.status
         self.token_generation, self.is_online, self.last_seen_at = registry.token_generation, registry.is_online, registry.last_seen_at
+        self.held_polls = registry.held_polls
 
     def approve(self, name: str, key_hash: str):
         """The owner binds `name` to another agent's key; the agent holding the old one is out."""
