@@ -49,6 +49,7 @@ RELAYED = {
     "machine": COMMAND["machine"],
     "state": COMMAND["state"],
     "message": {"type": "string", "description": "Why it failed or is not finished."},
+    "omitted": {"type": "string", "description": "Set when a large result is in the text only."},
 }
 RELAYED_REQUIRED = ["command_id", "state"]
 

@@ -9,11 +9,18 @@ command's id and state plus the agent's result fields once it succeeded.
 from __future__ import annotations
 
 import datetime
+import json
 import signal as signals
 from typing import Any
 
 from web.models import SUCCEEDED, Command
 from web.relay import output
+
+# The structured twin of a big answer (a 512 KiB file read) would double it, and the official client
+# drops an SSE session on a message over 1 MiB: past this size, the structured content keeps the
+# small fields only and says the rest is in the text.
+MAX_STRUCTURED_BYTES = 256 * 1024
+SMALL_STRING_CHARS = 1024
 
 
 def signal_of(result: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -117,6 +124,12 @@ def relayed(relay, command: Command) -> dict[str, Any]:
         return shell(relay, command)
     fields = dict(command.result or {}) if command.state == SUCCEEDED else {}
     fields.pop("image", None)  # an image rides as image content (web/mcp/tools.py), not twice
+    if fields and len(json.dumps(fields, ensure_ascii=False)) > MAX_STRUCTURED_BYTES:
+        fields = {
+            k: v for k, v in fields.items()
+            if isinstance(v, (int, float, bool)) or v is None or (isinstance(v, str) and len(v) <= SMALL_STRING_CHARS)
+        }
+        fields["omitted"] = f"the result is over {MAX_STRUCTURED_BYTES // 1024} KiB: its content is in the text only"
     return fields | _command_fields(command)
 
 
