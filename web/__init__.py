@@ -29,6 +29,7 @@ from web.oauth.store import OAuthStore
 from web.relay.relay import Relay
 from web.security import netpolicy
 from web.security.auth import AgentTokens, Credentials
+from web.security.shared_throttle import SharedThrottle
 
 
 @dataclasses.dataclass
@@ -59,6 +60,10 @@ class Services:
         self.sessions.drain()
 
 
+def _memory_throttle(limit: int, window_seconds: float = netpolicy.WINDOW_SECONDS, *, scope: str, **kwargs) -> netpolicy.Throttle:
+    return netpolicy.Throttle(limit, window_seconds, **kwargs)
+
+
 def build_services(config: Config) -> Services:
     bus = open_bus(config.database_url)
     relay = Relay(config, bus)
@@ -71,6 +76,8 @@ def build_services(config: Config) -> Services:
         sessions.finish = dispatcher.finish
     else:
         sessions = MemorySessions(config.session_idle_seconds, config.max_sessions_per_credential)
+    # Several processes count one limit together in the database; one process counts in memory.
+    throttle = SharedThrottle if bus.shared else _memory_throttle
     oauth_store = OAuthStore(
         code_seconds=config.oauth_code_seconds,
         access_seconds=config.oauth_access_token_seconds,
@@ -91,10 +98,10 @@ def build_services(config: Config) -> Services:
             auth_token=config.auth_token,
             enrolment_secret=config.agent_enrolment_secret,
             oauth=oauth_store,
-            throttle=netpolicy.Throttle(config.auth_failures_per_minute),
+            throttle=throttle(config.auth_failures_per_minute, scope="auth"),
         ),
-        registrations=netpolicy.Throttle(
-            config.client_registrations_per_hour, 3600, what="client registrations", code="too_many_registrations"
+        registrations=throttle(
+            config.client_registrations_per_hour, 3600, scope="registrations", what="client registrations", code="too_many_registrations"
         ),
         process_stats=ProcessStats(held_polls=relay.held_polls),
     )
