@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import re
 import shutil
 import signal
@@ -159,6 +160,8 @@ def test_with_an_auth_key_it_joins_the_tailnet_then_admits_agents_only_through_t
             assert key not in process.log()
         finally:
             process.stop(signal.SIGINT)
+            for pid in _standin_daemons(short_state_dir):  # in an image, the container's end stops it
+                os.kill(pid, signal.SIGTERM)
         calls = _calls(tmp_path / "calls.log")[(run - 1) * 3:]
         socket_arg = f"--socket={short_state_dir}/tailscaled.sock"
         assert calls[0]["argv"][1:] == ["--tun=userspace-networking", f"--statedir={short_state_dir}", socket_arg]

@@ -52,6 +52,15 @@ def relays(url, buses) -> tuple[Relay, Relay]:
     return Relay(config, buses[0]), Relay(config, buses[1])
 
 
+def register_box(here: Relay, buses, **facts) -> None:
+    """Register 'box' in the first process and wait until the second has heard of it: a registration
+    ends the machine's polls everywhere, so a poll begun before the news arrives would end empty."""
+    heard = threading.Event()
+    buses[1].subscribe("registration", lambda name: heard.set())
+    here.register("box", **{"hostname": "h", "os_name": "Linux", "version": "1", "roots": ["/tmp"], **facts})
+    assert heard.wait(10), "the other process hears of the registration"
+
+
 def test_a_notification_published_by_one_process_reaches_the_other_and_not_itself(buses):
     a, b = buses
     got: dict[str, list[str]] = {"a": [], "b": []}
@@ -64,7 +73,7 @@ def test_a_notification_published_by_one_process_reaches_the_other_and_not_itsel
 
 def test_a_poll_held_in_one_process_is_woken_by_a_command_submitted_in_the_other(url, buses):
     here, there = relays(url, buses)
-    here.register("box", hostname="h", os_name="Linux", version="1", roots=["/tmp"])
+    register_box(here, buses)
     leased: list = []
     poller = threading.Thread(target=lambda: leased.extend(there.poll("box", FAR - 10)))
     poller.start()
@@ -91,7 +100,7 @@ def test_a_tool_call_waiting_in_one_process_is_woken_by_the_result_posted_to_the
 
 def test_a_registration_in_one_process_ends_the_machines_poll_held_in_the_other(url, buses):
     here, there = relays(url, buses)
-    here.register("box", hostname="h", os_name="Linux", version="1", roots=["/tmp"])
+    register_box(here, buses)
     ended = threading.Event()
     poller = threading.Thread(target=lambda: (there.poll("box", FAR - 10), ended.set()))
     poller.start()
