@@ -119,14 +119,15 @@ def _drain_on_sigterm(worker):
             connections.pop(client, None)
 
     def tracked_request(listener_name, req, sock, addr):
-        connections[sock] = True
+        raw = getattr(sock, "_sock", sock)  # the connection under the worker's guard (gunicorn_worker.py)
+        connections[raw] = True
         try:
             return handle_request(listener_name, req, sock, addr)
         finally:
-            if sock in connections:
-                connections[sock] = False
+            if raw in connections:
+                connections[raw] = False
             if not worker.alive:  # a request that began before the stop: its connection ends with it
-                _shut(sock)
+                _shut(raw)
 
     worker.handle, worker.handle_request = tracked_handle, tracked_request
 
