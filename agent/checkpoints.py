@@ -50,7 +50,15 @@ class _Skip(Exception):
 def _affected(policy: PathPolicy, tool: str, arguments: dict[str, Any]) -> list[str]:
     """The real paths a call would change, as the tool itself resolves them."""
     if tool in ("write_file", "edit_file"):
-        return [policy.resolve(arguments["path"], write=True)]
+        real = policy.resolve(arguments["path"], write=True)
+        if tool == "write_file" and arguments.get("create_dirs"):
+            # The folders it will create go too (after the file: an undo removes the file, then them).
+            missing, folder = None, os.path.dirname(real)
+            while folder != os.path.dirname(folder) and not os.path.lexists(folder):
+                missing, folder = folder, os.path.dirname(folder)
+            if missing is not None:
+                return [real, policy.check(missing, missing, write=True)]
+        return [real]
     if tool == "move_file":
         return [policy.resolve_entry(arguments["source"], write=True), policy.resolve_entry(arguments["destination"], write=True)]
     if tool == "copy_file":

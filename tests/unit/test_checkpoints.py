@@ -135,3 +135,11 @@ def test_read_only_lists_but_does_not_undo_and_roots_and_deny_list_still_apply(c
     assert call(config, "list_checkpoints", path="/etc")["error"]["code"] == "path_outside_roots"
     assert call(config, "undo_change", checkpoint_id="../../etc")["error"]["code"] == "invalid_arguments"
     assert call(config, "read_file", path=".state/checkpoints")["error"]["code"] == "path_denied"
+
+
+def test_undoing_a_write_that_created_folders_removes_them_too(config, home):
+    (home / "keep").mkdir()
+    before = snapshot(home)
+    written = ok(config, "write_file", path="keep/new/deeper/f.txt", content="x\n", create_dirs=True)
+    ok(config, "undo_change", checkpoint_id=written["checkpoint_id"])
+    assert snapshot(home) == before
