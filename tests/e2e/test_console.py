@@ -154,6 +154,9 @@ def test_live_output_reaches_the_page_within_a_second_of_the_agent_sending_it(br
     lines = 15
     process = client_process(server, {"command": f"for i in $(seq 1 {lines}); do echo tick$i; sleep 0.2; done"})
     card = page.locator("#live li.card").first
+    if SCREENSHOTS:  # the page as the owner sees it while the command runs
+        expect(card.locator("pre.output")).to_contain_text("tick6", timeout=30000)
+        page.screenshot(path=str(ROOT / "docs" / "console-desktop.png"))
     expect(card.locator(".state")).to_have_text("succeeded", timeout=30000)
     result = finish(process)
     assert not result["is_error"] and "tick15" in result["text"]
@@ -166,8 +169,6 @@ def test_live_output_reaches_the_page_within_a_second_of_the_agent_sending_it(br
     sent = chunk_times(server, card.get_attribute("data-command"))
     late = {n: round(seen[str(n)] - sent[n], 3) for n in range(1, lines + 1) if seen[str(n)] - sent[n] > 1.0}
     assert not late, f"lines shown more than 1 s after the agent sent them: {late}"
-    if SCREENSHOTS:
-        page.screenshot(path=str(ROOT / "docs" / "console-desktop.png"))
     context.close()
 
 
