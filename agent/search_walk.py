@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import stat
 import subprocess
 from collections.abc import Iterator
@@ -51,6 +52,14 @@ def _rg_argv(query: dict[str, Any], rg: str) -> list[str]:
     for glob in query["exclude"]:
         argv += ["-g", "!" + glob]
     argv += ["-g", "!.git"]
+    # Never read what the deny-list covers (its results would be dropped anyway): anchored to the root
+    # (rg runs in it), last so that no include can win over them.
+    policy, root = query["policy"], query["root"]
+    for denied in policy.secrets.paths:
+        if denied != root and denied.startswith(root.rstrip("/") + "/"):
+            argv += ["-g", "!/" + re.sub(r"([*?\[\]{}\\!])", r"\\\1", os.path.relpath(denied, root))]
+    for name in policy.secrets.names:
+        argv += ["-g", "!" + name]
     if query["kind"] == "files":
         return argv + ["--files", "--", query["root"]]
     argv += ["--json", "--binary", "-s" if query["case_sensitive"] else "-i"]

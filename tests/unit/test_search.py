@@ -190,3 +190,15 @@ def test_a_pattern_that_backtracks_without_end_still_stops_at_the_timeout(tmp_pa
         assert answer["complete"] and answer["count"] == 0  # rg's automaton has no backtracking
     else:
         assert answer["stopped"].startswith("timed out") and answer["complete"] is False
+
+
+def test_rg_is_told_to_skip_denied_paths_under_the_root_so_it_never_reads_them(tmp_path):
+    from agent import search_walk
+
+    home = tmp_path / "home"
+    tree(home, {".ssh/id_rsa": "k\n", "odd[1]/x": "x\n", "ok.txt": "x\n"})
+    policy = PathPolicy((str(home),), str(home), (str(home / ".ssh"), str(home / "odd[1]"), str(tmp_path / "elsewhere")), deny_names=("*.kdbx",))
+    argv = search_walk._rg_argv({"policy": policy, "root": str(home), "include": ["*.txt"], "exclude": [], "kind": "files"}, "rg")
+    assert argv[-5:-2] == ["-g", "!*.kdbx", "--files"]
+    assert "!/.ssh" in argv and "!/odd\\[1\\]" in argv and not any("elsewhere" in a for a in argv)
+    assert argv.index("!/.ssh") > argv.index("*.txt")  # after the includes: an include cannot bring it back
