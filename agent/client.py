@@ -50,6 +50,12 @@ class RelayClient:
         self.http = requests.Session()
         self.http.headers["User-Agent"] = f"code-remote-agent/{VERSION}"
         configure_session(self.http, config)
+        # Connections kept for reuse: one for every thread that may be in a request at once, or a
+        # busy agent opens (and, over HTTPS, handshakes) a new connection for most results and logs
+        # "Connection pool is full, discarding connection". requests' default keeps 10.
+        adapter = requests.adapters.HTTPAdapter(pool_maxsize=pool_size(config.max_concurrent_commands))
+        self.http.mount("https://", adapter)
+        self.http.mount("http://", adapter)
         # What Session.request would merge from the session on every call (proxies, verify, cert,
         # stream): with trust_env off it depends on nothing else, so it is merged once here.
         self._send_settings = self.http.merge_environment_settings(config.relay_url, {}, None, None, None)
@@ -170,6 +176,12 @@ class RelayClient:
 
 
 MAX_POLL_HOLD_SECONDS = 300.0
+
+
+def pool_size(max_concurrent_commands: int) -> int:
+    """How many threads may send a request at once: each running command's worker (its result),
+    output streamer and, for an interactive command, input taker; plus the poller and the outbox."""
+    return 3 * max_concurrent_commands + 2
 
 
 def _hold(advertised: Any) -> float:
