@@ -43,7 +43,7 @@ CORE_TOOLS = (
                 "description": "Seconds before the command is killed; may exceed the wait of this call.",
                 "exclusiveMinimum": 0,
             },
-            "stdin": {"type": "string", "description": "'closed' (default) or 'pipe': keep it open for send_input.", "enum": ["closed", "pipe"]},
+            "stdin": {"type": "string", "description": "'pipe' keeps it open for send_input.", "enum": ["closed", "pipe"]},
             "machine": MACHINE_PROPERTY,
         },
         ("command",),
@@ -76,9 +76,9 @@ CORE_TOOLS = (
         "to it. Atomic (readers never see it half written); keeps the file's mode. The parent folder must "
         "exist unless create_dirs. Undo with undo_change.",
         {
-            "path": {"type": "string", "description": "Absolute path, or relative to the home folder."},
+            "path": {"type": "string"},
             "content": {"type": "string", "description": "The text to write."},
-            "mode": {"type": "string", "enum": ["rewrite", "append"], "description": "rewrite (default) or append."},
+            "mode": {"type": "string", "enum": ["rewrite", "append"]},
             "create_dirs": {"type": "boolean", "description": "Create missing parent folders (default false)."},
             "machine": MACHINE_PROPERTY,
         },
@@ -91,7 +91,7 @@ CORE_TOOLS = (
         "list_directory",
         "List a directory on a machine: each entry's name, type and size. Paths must lie inside the "
         "machine's allowed roots.",
-        {"path": {"type": "string", "description": "Absolute path, or relative to the home folder."}, "machine": MACHINE_PROPERTY},
+        {"path": {"type": "string"}, "machine": MACHINE_PROPERTY},
         ("path",),
         read_only=True,
         title="List directory",
@@ -115,7 +115,7 @@ CORE_TOOLS = (
         {
             "command_id": {"type": "string", "description": "The id run_shell_command returned.", "minLength": 1, "maxLength": 64},
             "offset": {"type": "integer", "description": "Byte offset to read from (default 0).", "minimum": 0},
-            "stream": {"type": "string", "description": "'stdout' (default) or 'stderr'.", "enum": ["stdout", "stderr"]},
+            "stream": {"type": "string", "enum": ["stdout", "stderr"]},
         },
         ("command_id",),
         relayed=False,
@@ -127,7 +127,7 @@ CORE_TOOLS = (
         "cancel_command",
         "Cancel a command: not started, it never runs; running, its process group gets SIGTERM then "
         "SIGKILL and it ends 'cancelled'.",
-        {"command_id": {"type": "string", "description": "The id run_shell_command returned.", "minLength": 1, "maxLength": 64}},
+        {"command_id": {"type": "string", "minLength": 1, "maxLength": 64}},
         ("command_id",),
         relayed=False,
         title="Cancel command",
@@ -141,7 +141,7 @@ CORE_TOOLS = (
         "output it produced once quiet again or ended. close=true then sends end of file. Include the "
         "newline a prompt waits for.",
         {
-            "command_id": {"type": "string", "description": "The id run_shell_command returned.", "minLength": 1, "maxLength": 64},
+            "command_id": {"type": "string", "minLength": 1, "maxLength": 64},
             "text": {"type": "string", "description": "Text to write, e.g. 'print(6*7)\\n'.", "maxLength": 65536},
             "close": {"type": "boolean", "description": "Close stdin after the text (default false)."},
         },
