@@ -23,6 +23,10 @@ with the spread of calls/s across repeats.
     .venv/bin/python scripts/bench.py --database postgresql     # on a throwaway local PostgreSQL cluster
     .venv/bin/python scripts/bench.py --database postgresql --instances 3   # through nginx, as a PaaS runs it
 
+`--floor` runs every row also against the official `mcp` SDK's own server running the tools in-process
+(scripts/bench_floor.py), interleaved, adds `read_file` rows at c=1, and prints the relay's figures over
+the floor's with the targets.
+
 Then, unless `--tool-files 0`, rows for the coding tools (scripts/bench_tools.py): `search` with and
 without `rg` and `edit_file` on a tree of 10 000 files, p50 and p95.
 
@@ -61,6 +65,7 @@ sys.path.insert(0, str(ROOT))
 
 import bench_tools  # noqa: E402
 import bench_wakeup  # noqa: E402
+from bench_floor import FloorServer, print_ratios  # noqa: E402
 from bench_views import live_views  # noqa: E402
 from tests import database  # noqa: E402
 from tests.cluster import Cluster  # noqa: E402
@@ -69,6 +74,9 @@ from tests.mcp_client import open_session  # noqa: E402
 from web.models import SUCCEEDED, Command, CommandEvent, ToolCall, open_database  # noqa: E402
 
 TOOL, ARGUMENTS = "run_shell_command", {"command": "echo hi"}
+# What a row calls: the tool's name and arguments (read_file's path is set once the agent's folder exists).
+TOOLS: dict[str, tuple[str, dict[str, Any]]] = {"echo": (TOOL, ARGUMENTS), "read_file": ("read_file", {"path": ""})}
+READ_FILE_TEXT = "hi from the bench\n" + "".join(f"line {n} of a small text file\n" for n in range(2, 41))
 RAW_PROTOCOL_VERSION = "2025-11-25"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 WARM_UP_SECONDS = 60.0  # a row's untimed first call per session
@@ -146,32 +154,33 @@ def fill_history(database_url: str, machine: str, count: int) -> None:
 # --- clients -----------------------------------------------------------------------------------
 
 
-def check_text(text: str) -> str:
-    if not text.startswith("hi"):
+def check_text(text: str, tool: str = "echo") -> str:
+    if not (text.startswith("hi") if tool == "echo" else "hi from the bench" in text):
         raise RuntimeError(f"unexpected tool result: {text[:200]!r}")
     return text
 
 
 @asynccontextmanager
-async def official_session(transport: str, url: str, token: str) -> AsyncIterator[BenchSession]:
+async def official_session(transport: str, url: str, token: str, tool: str = "echo") -> AsyncIterator[BenchSession]:
+    name, arguments = TOOLS[tool]
     async with open_session(transport, url, token) as session:
 
         async def call() -> str:
-            result = await session.call_tool(TOOL, ARGUMENTS)
+            result = await session.call_tool(name, arguments)
             if result["is_error"]:
                 raise RuntimeError(f"tool error: {result['text'][:200]}")
-            return check_text(result["text"])
+            return check_text(result["text"], tool)
 
         yield BenchSession(call, session.protocol_version)
 
 
-def tool_text(message: dict[str, Any]) -> str:
+def tool_text(message: dict[str, Any], tool: str = "echo") -> str:
     if "error" in message:
         raise RuntimeError(f"JSON-RPC error: {message['error']}")
     result = message["result"]
     if result.get("isError"):
         raise RuntimeError(f"tool error: {result['content']}")
-    return check_text(result["content"][0]["text"])
+    return check_text(result["content"][0]["text"], tool)
 
 
 def request(request_id: int, method: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -200,7 +209,7 @@ async def sse_events(response: httpx2.Response) -> AsyncIterator[tuple[str, str]
 
 
 @asynccontextmanager
-async def raw_sse_session(url: str, token: str) -> AsyncIterator[BenchSession]:
+async def raw_sse_session(url: str, token: str, tool: str = "echo") -> AsyncIterator[BenchSession]:
     """GET /sse, then POST each request to the announced endpoint and await its answer on the stream."""
     headers = {"Authorization": f"Bearer {token}"}
     waiting: dict[int, Any] = {}
@@ -236,7 +245,8 @@ async def raw_sse_session(url: str, token: str) -> AsyncIterator[BenchSession]:
             (await http.post(post_url, json=INITIALIZED)).raise_for_status()
 
             async def call() -> str:
-                return tool_text(await ask("tools/call", {"name": TOOL, "arguments": ARGUMENTS}))
+                name, arguments = TOOLS[tool]
+                return tool_text(await ask("tools/call", {"name": name, "arguments": arguments}), tool)
 
             yield BenchSession(call, RAW_PROTOCOL_VERSION)
             tasks.cancel_scope.cancel()
@@ -257,7 +267,7 @@ def http_answer(response: httpx2.Response) -> dict[str, Any]:
 
 
 @asynccontextmanager
-async def raw_http_session(url: str, token: str) -> AsyncIterator[BenchSession]:
+async def raw_http_session(url: str, token: str, tool: str = "echo") -> AsyncIterator[BenchSession]:
     """initialize (handshake revision), then one POST /mcp per call carrying the session id."""
     headers = {
         "Authorization": f"Bearer {token}",
@@ -272,19 +282,20 @@ async def raw_http_session(url: str, token: str) -> AsyncIterator[BenchSession]:
         (await http.post(url, json=INITIALIZED)).raise_for_status()
 
         async def call() -> str:
-            params = {"name": TOOL, "arguments": ARGUMENTS}
-            return tool_text(http_answer(await http.post(url, json=request(next(ids), "tools/call", params))))
+            name, arguments = TOOLS[tool]
+            params = {"name": name, "arguments": arguments}
+            return tool_text(http_answer(await http.post(url, json=request(next(ids), "tools/call", params))), tool)
 
         yield BenchSession(call, RAW_PROTOCOL_VERSION)
         await http.delete(url)
 
 
-def session_factory(client: str, transport: str, base_url: str, token: str):
+def session_factory(client: str, transport: str, base_url: str, token: str, tool: str = "echo"):
     url = base_url + ("/sse" if transport == "sse" else "/mcp")
     mcp_transport = "sse" if transport == "sse" else "http"
     if client == "official":
-        return lambda: official_session(mcp_transport, url, token)
-    return lambda: (raw_sse_session if transport == "sse" else raw_http_session)(url, token)
+        return lambda: official_session(mcp_transport, url, token, tool)
+    return lambda: (raw_sse_session if transport == "sse" else raw_http_session)(url, token, tool)
 
 
 def has_streamable_http(server: Server) -> bool:
@@ -392,6 +403,9 @@ def main() -> int:
     parser.add_argument("--tool-files", type=int, default=10000,
                         help="also time search (with and without rg) and edit_file on a tree of N files (default 10000; 0 skips)")
     parser.add_argument("--tool-calls", type=int, default=20, help="calls per tool row (default 20)")
+    parser.add_argument("--floor", action="store_true",
+                        help="also run every row, interleaved, against the official mcp SDK's own server running the tools "
+                             "in-process (scripts/bench_floor.py), add read_file rows at c=1, and print the ratios")
     args = parser.parse_args()
     if args.web_concurrency is None:
         args.web_concurrency = 2 if args.database == "postgresql" else 1
@@ -402,7 +416,7 @@ def main() -> int:
 
     workdir = Path(tempfile.mkdtemp(prefix="code-remote-bench-"))
     database.MODE = args.database
-    server = agent = cluster = None
+    server = agent = cluster = floor = None
     try:
         if args.instances:
             cluster = Cluster(workdir / "cluster", instances=args.instances, agents=0, web_concurrency=args.web_concurrency,
@@ -419,6 +433,11 @@ def main() -> int:
         workers = ([pid for instance in cluster.instances for pid in instance.worker_pids()] if cluster
                    else [gunicorn_worker(server.process.proc.pid)])
         agent_pid = agent.process.proc.pid
+        read_path = agent.scratch / "bench-read.txt"
+        read_path.write_text(READ_FILE_TEXT)
+        TOOLS["read_file"] = ("read_file", {"path": str(read_path)})
+        if args.floor:
+            floor = FloorServer(workdir / "floor.log").start()
         proxy_pid = cluster.balancer.process.proc.pid if cluster else None
 
         def cpu() -> list[float]:
@@ -433,7 +452,10 @@ def main() -> int:
             print("Streamable HTTP /mcp: not served by this server; SSE only")
             transports = ["sse"]
         view_counts = [0, args.live_views] if args.live_views else [0]
-        rows = [(t, c, n, v) for t in transports for c in clients for n in levels for v in view_counts]
+        tools = [("echo", n) for n in levels] + ([("read_file", 1)] if args.floor else [])
+        targets = ["relay", "floor"] if args.floor else ["relay"]
+        rows = [(t, c, n, v, tool, where) for t in transports for c in clients for tool, n in tools
+                for v in (view_counts if tool == "echo" else [0]) for where in targets]
         rss_before = rss("VmRSS")
         load_before = os.getloadavg()
         layout = (f"{args.instances} instance(s) x {args.web_concurrency} worker(s) behind nginx round robin"
@@ -441,15 +463,22 @@ def main() -> int:
         print(f"code-remote {revision()}; {os.cpu_count()} CPUs, load {load_before[0]:.2f}; {args.calls} calls per row, "
               f"{args.repeat} repeats, {args.database} holding {args.history} finished commands, access log {args.access_log}; "
               f"{layout} (RSS {rss_before:.1f} MB), agent pid {agent_pid}")
+        if floor:
+            print(f"floor: {floor.describe()}; its CPU is in the server column")
+
+        def floor_cpu() -> list[float]:
+            return [cpu_seconds(floor.pid), 0.0, time.process_time()] + ([0.0] if proxy_pid else [])
+
         results: dict[tuple, list[dict[str, Any]]] = {row: [] for row in rows}
         for repeat in range(args.repeat):
             for row in rows:
-                transport, client, concurrency, views = row
+                transport, client, concurrency, views, tool, where = row
                 opener = (lambda v=views: live_views(target.url, target.token, v)) if views else None
-                outcome = anyio.run(run_row, session_factory(client, transport, target.url, target.token),
-                                    concurrency, args.calls, args.time_cap, cpu, opener)
+                serving = floor if where == "floor" else target
+                outcome = anyio.run(run_row, session_factory(client, transport, serving.url, serving.token, tool),
+                                    concurrency, args.calls, args.time_cap, floor_cpu if where == "floor" else cpu, opener)
                 results[row].append(outcome)
-                print(f"  run {repeat + 1} {transport:4} {client:8} c={concurrency:<3} views={views} "
+                print(f"  run {repeat + 1} {transport:4} {client:8} {tool:9} {where:5} c={concurrency:<3} views={views} "
                       f"p50 {percentile(outcome['latencies'], 0.5):6.1f} ms  "
                       f"{len(outcome['latencies']) / outcome['elapsed']:6.0f} calls/s"
                       + (f"  {len(outcome['errors'])} errors, first: {outcome['errors'][0][:160]}" if outcome["errors"] else "")
@@ -457,6 +486,8 @@ def main() -> int:
         print_table(results, proxy=bool(proxy_pid))
         if args.live_views:
             print_views(results)
+        if floor:
+            print_ratios(results, percentile)
         print(f"\nserver worker RSS: {rss_before:.1f} MB before, {rss('VmRSS'):.1f} MB after "
               f"(peak {rss('VmHWM'):.1f} MB{f', summed over {len(workers)} workers' if len(workers) > 1 else ''}); "
               f"load average {load_before[0]:.2f} -> {os.getloadavg()[0]:.2f}")
@@ -481,7 +512,7 @@ def main() -> int:
             print(f"{len(errors)} calls failed; first: {errors[0]}")
         return 1 if errors else 0
     finally:
-        for part in (agent, server, cluster):
+        for part in (agent, server, cluster, floor):
             if part:
                 part.stop()
         database.shutdown()
@@ -496,8 +527,9 @@ def print_table(results: dict[tuple, list[dict[str, Any]]], *, proxy: bool = Fal
     columns = 4 if proxy else 3
     print(f"\n{'':48}{'latency ms':^20}  {'calls/s':^19}  {'CPU ms per call':^{22 + 7 * (columns - 3)}}")
     print(f"{'transport':9} {'client':8} {'revision':10} {'conc':>4} {'views':>5} {'calls':>5}  {'p50':>6} {'p95':>6} {'p99':>6}  "
-          f"{'median':>7} {'min-max':>11}  {'server':>7} {'agent':>6} {'client':>7}" + (f" {'proxy':>6}" if proxy else "") + "  errors")
-    for (transport, client, concurrency, views), runs in results.items():
+          f"{'median':>7} {'min-max':>11}  {'server':>7} {'agent':>6} {'client':>7}" + (f" {'proxy':>6}" if proxy else "")
+          + "  errors  tool      served by")
+    for (transport, client, concurrency, views, tool, where), runs in results.items():
         def median(figure: Callable[[dict[str, Any]], float]) -> float:
             return statistics.median(figure(run) for run in runs)
 
@@ -510,7 +542,7 @@ def print_table(results: dict[tuple, list[dict[str, Any]]], *, proxy: bool = Fal
             f"{latency[0]:6.1f} {latency[1]:6.1f} {latency[2]:6.1f}  "
             f"{statistics.median(rates):7.0f} {f'{min(rates):.0f}-{max(rates):.0f}':>11}  "
             f"{cpu[0]:7.2f} {cpu[1]:6.2f} {cpu[2]:7.2f}" + (f" {cpu[3]:6.2f}" if proxy else "")
-            + f"  {sum(len(run['errors']) for run in runs):6}"
+            + f"  {sum(len(run['errors']) for run in runs):6}  {tool:9} {'SDK floor' if where == 'floor' else 'relay'}"
         )
 
 
@@ -518,10 +550,10 @@ def print_views(results: dict[tuple, list[dict[str, Any]]]) -> None:
     """Per row, calls/s with the live views open over calls/s without, run by run (the same run's
     figures, interleaved), and the events each view received per relayed call."""
     print("\nwith dashboard live views open (ratio of calls/s to the same row without views, per repeat):")
-    for (transport, client, concurrency, views), runs in results.items():
+    for (transport, client, concurrency, views, tool, where), runs in results.items():
         if not views:
             continue
-        base = results[(transport, client, concurrency, 0)]
+        base = results[(transport, client, concurrency, 0, tool, where)]
         ratios = [(len(w["latencies"]) / w["elapsed"]) / max(1e-9, len(b["latencies"]) / b["elapsed"]) for w, b in zip(runs, base)]
         per_call = [sum(run["view_events"]) / max(1, len(run["latencies"])) / views for run in runs]
         print(f"  {transport:4} {client:8} c={concurrency:<3} {views} views: ratio median {statistics.median(ratios):.2f} "

@@ -37,3 +37,19 @@ def test_bench_with_instances_runs_through_nginx_and_measures_the_cross_instance
     assert 0 < float(wakeup.group(1)) <= float(wakeup.group(2))
     if run.returncode != 0:
         pytest.xfail("needs the shared session bus: sessions opened through nginx fail today\n" + run.stdout[-1500:])
+
+
+def test_bench_floor_runs_the_sdk_server_beside_the_relay_and_prints_the_ratios():
+    argv = [PYTHON, "scripts/bench.py", "--floor", "--calls", "3", "--repeat", "1", "--concurrency", "1", "--client", "raw",
+            "--transport", "sse", "--history", "100", "--tool-files", "0"]
+    run = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert re.search(r"^floor: the official mcp [\d.]+ MCPServer", run.stdout, re.MULTILINE), run.stdout
+    served = re.findall(r"^sse\s+raw\s+\S+\s+1\s+0\s+3\s.*\s(echo|read_file)\s+(relay|SDK floor)$", run.stdout, re.MULTILINE)
+    assert sorted(served) == [("echo", "SDK floor"), ("echo", "relay"), ("read_file", "SDK floor"), ("read_file", "relay")], run.stdout
+    ratios = re.findall(r"^  ratio sse\s+raw\s+(echo|read_file)\s+c=1\s+(p50|calls/s)\s+([\d.]+)(?: ms)? vs\s+([\d.]+)(?: ms)?: +([\d.]+)x"
+                        r".*?(?:target (<=|>=) ([\d.]+): (met|NOT met))?$", run.stdout, re.MULTILINE)
+    assert {(tool, figure) for tool, figure, *_ in ratios} == {("echo", "p50"), ("echo", "calls/s"), ("read_file", "p50"), ("read_file", "calls/s")}, run.stdout
+    for tool, figure, ours, theirs, ratio, sign, goal, verdict in ratios:
+        assert abs(float(ours) / float(theirs) - float(ratio)) < 0.05 * float(ratio) + 0.01, (tool, figure, run.stdout)
+        assert bool(goal) == (figure == "p50"), run.stdout  # the targets at c=1: both p50s
