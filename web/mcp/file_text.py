@@ -95,8 +95,9 @@ def search(result: dict[str, Any]) -> str:
             lines.append(f"{where}-{match.get('line', 0) + offset}- {name(text)}")
     for found in result.get("files") or []:
         lines.append(name(found.get("path")))
-    what = "matches" if result.get("kind", "content") == "content" else "files"
-    head = f"{result.get('count', 0)} {what} under {name(result.get('path'))} ({result.get('engine')})"
+    count = result.get("count", 0)
+    what = ("match" if count == 1 else "matches") if result.get("kind", "content") == "content" else ("file" if count == 1 else "files")
+    head = f"{count} {what} under {name(result.get('path'))} ({result.get('engine')})"
     text = head + ("\n" + "\n".join(lines) + "\n" + frame("end of results") if lines else "\n(none)")
     skipped = result.get("binary_files_skipped") or []
     if skipped:
