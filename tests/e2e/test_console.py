@@ -186,6 +186,23 @@ def chunk_times(server: Server, command_id: str) -> dict[int, float]:
     return times
 
 
+def test_a_burst_of_output_shows_its_latest_lines_live(browser, stack):
+    server, _ = stack
+    context, page = signed_in(browser, server)
+    page.goto(server.url + "/dashboard/live")
+    expect(page.locator("#live-status")).to_have_text("Live.")
+    # 200 KB at once, then a last line: the agent sends it in chunks far longer than a view is sent of each.
+    process = client_process(server, {"command": "echo burst-start; head -c 200000 /dev/zero | tr '\\0' x; echo; echo burst-end-line",
+                                      "machine": "box"})
+    card = page.locator("#live li.card", has_text="burst-start")
+    expect(card.locator(".state")).to_have_text("succeeded", timeout=30000)
+    output = card.locator("pre.output")
+    expect(output).to_contain_text("burst-end-line")
+    expect(output).to_contain_text("[…]")  # what was left out is marked
+    finish(process)
+    context.close()
+
+
 def test_cancel_from_the_page_ends_the_command_and_tells_the_client(browser, stack):
     server, _ = stack
     context, page = signed_in(browser, server)

@@ -32,7 +32,7 @@ import logging
 import threading
 import time
 
-from peewee import fn
+from peewee import Case, fn
 
 from web.models import Command, CommandEvent, CommandOutput, db
 from web.relay import output
@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 TICK_SECONDS = 0.25
 GAP_SECONDS = 2.0
 MAX_ROWS_PER_READ = 1000
-# Of a chunk, at most this much is sent (the page keeps a tail; the command's page has all of it).
+# Of a chunk, at most its last this many bytes are sent (the page keeps a tail; the command's page has all).
 MAX_CHUNK_BYTES = 16 * 1024
 # Ticks kept for views that fell behind (a slow client); one further behind catches up on its own.
 KEPT_TICKS = 240
@@ -99,9 +99,12 @@ def read(event_after: int, output_after: int, *, event_upto: int | None = None, 
             CommandEvent.id, CommandEvent.command_id, CommandEvent.from_state, CommandEvent.to_state, CommandEvent.at,
             CommandEvent.actor, CommandEvent.detail,
         ).where(CommandEvent.id > event_after)
+        # Of a long chunk, its end: a live view shows a command's latest output (the page marks the gap).
+        size = fn.LENGTH(CommandOutput.data)
+        start = Case(None, [(size > MAX_CHUNK_BYTES, size - MAX_CHUNK_BYTES + 1)], 1)
         chunks = CommandOutput.select(
-            CommandOutput.id, CommandOutput.command_id, CommandOutput.stream, CommandOutput.offset,
-            fn.SUBSTR(CommandOutput.data, 1, MAX_CHUNK_BYTES),
+            CommandOutput.id, CommandOutput.command_id, CommandOutput.stream, CommandOutput.offset + start - 1,
+            fn.SUBSTR(CommandOutput.data, start, MAX_CHUNK_BYTES),
         ).where(CommandOutput.id > output_after)
         if event_upto is not None:
             events = events.where(CommandEvent.id <= event_upto)
@@ -132,7 +135,8 @@ def messages(events: list[tuple], chunks: list[tuple]) -> list[Message]:
             data |= {"machine": command.machine, "tool": command.tool, "summary": summary(command), "when": when(command.created_at)}
         out.append(Message(command_id, _sse("state", data)))
     for _, command_id, stream, offset, head in chunks:
-        data = {"command": command_id, "stream": stream, "offset": offset, "text": output.decode(bytes(head or b""))}
+        raw = bytes(head or b"")
+        data = {"command": command_id, "stream": stream, "offset": offset, "length": len(raw), "text": output.decode(raw)}
         out.append(Message(command_id, _sse("output", data)))
     return out
 

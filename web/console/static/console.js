@@ -28,15 +28,18 @@
     var key = data.stream;
     var have = parseInt(holder.dataset[key] || "0", 10);
     var text = data.text;
-    var end = data.offset + new TextEncoder().encode(text).length;
+    // The bytes the text came from (a text cut inside a character is not as long once encoded again).
+    var end = data.offset + (data.length !== undefined ? data.length : new TextEncoder().encode(text).length);
     if (end <= have) return;
     if (data.offset < have) {
       // Overlap: drop the part already shown (byte offsets, so encode to cut exactly).
       var bytes = new TextEncoder().encode(text).slice(have - data.offset);
       text = new TextDecoder().decode(bytes);
     }
+    var skipped = data.offset > have;  // the feed sends a long chunk's end only
     holder.dataset[key] = String(end);
     text = visible(text);
+    if (skipped) text = "[…]\n" + text;
     if (key === "stderr") text = text.replace(/^/gm, "[stderr] ");
     var all = pre.textContent + text;
     if (all.length > KEEP_CHARS) all = "[…]\n" + all.slice(all.length - KEEP_CHARS);
