@@ -154,7 +154,8 @@ class Store:
         entries: list[dict[str, Any]] | None = None
         skipped = ""
         try:
-            os.makedirs(staging, mode=0o700)
+            os.makedirs(self.folder, mode=0o700, exist_ok=True)  # copies of the user's files: the user's alone
+            os.mkdir(staging, mode=0o700)
             entries = [_copy_out(policy, path, os.path.join(staging, str(n))) for n, path in enumerate(paths)]
         except _Skip as why:
             skipped = str(why)
