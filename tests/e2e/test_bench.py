@@ -30,7 +30,7 @@ def test_bench_with_instances_runs_through_nginx_and_measures_the_cross_instance
     run = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=240)
     assert "2 instance(s) x 2 worker(s) behind nginx round robin" in run.stdout, run.stdout[-3000:] + run.stderr[-3000:]
     assert sorted(re.findall(r"^(sse|http)\s+raw\s+\S+\s+1\s+\d+\s", run.stdout, re.MULTILINE)) == ["http", "sse"], run.stdout
-    assert re.search(r"^transport .* server\s+agent\s+client\s+proxy\s+errors$", run.stdout, re.MULTILINE), run.stdout
+    assert re.search(r"^transport .* server\s+agent\s+client\s+proxy\s+errors\s+tool\s+served by$", run.stdout, re.MULTILINE), run.stdout
     wakeup = re.search(r"^cross-instance wake-up \(submit on web\.1 to poll answered on web\.2, 3 samples\): "
                        r"p50 ([\d.]+) ms, p95 ([\d.]+) ms", run.stdout, re.MULTILINE)
     assert wakeup, run.stdout[-3000:] + run.stderr[-3000:]
