@@ -66,6 +66,7 @@ sys.path.insert(0, str(ROOT))
 import bench_tools  # noqa: E402
 import bench_wakeup  # noqa: E402
 from bench_floor import FloorServer, print_ratios  # noqa: E402
+from bench_profile import Profiles  # noqa: E402
 from bench_views import live_views  # noqa: E402
 from tests import database  # noqa: E402
 from tests.cluster import Cluster  # noqa: E402
@@ -403,6 +404,9 @@ def main() -> int:
     parser.add_argument("--tool-files", type=int, default=10000,
                         help="also time search (with and without rg) and edit_file on a tree of N files (default 10000; 0 skips)")
     parser.add_argument("--tool-calls", type=int, default=20, help="calls per tool row (default 20)")
+    parser.add_argument("--profile", action="store_true",
+                        help="record the server worker(s) and the agent with py-spy through the rows and print their top "
+                             "functions (scripts/bench_profile.py)")
     parser.add_argument("--floor", action="store_true",
                         help="also run every row, interleaved, against the official mcp SDK's own server running the tools "
                              "in-process (scripts/bench_floor.py), add read_file rows at c=1, and print the ratios")
@@ -416,7 +420,7 @@ def main() -> int:
 
     workdir = Path(tempfile.mkdtemp(prefix="code-remote-bench-"))
     database.MODE = args.database
-    server = agent = cluster = floor = None
+    server = agent = cluster = floor = profiles = None
     try:
         if args.instances:
             cluster = Cluster(workdir / "cluster", instances=args.instances, agents=0, web_concurrency=args.web_concurrency,
@@ -470,6 +474,9 @@ def main() -> int:
             return [cpu_seconds(floor.pid), 0.0, time.process_time()] + ([0.0] if proxy_pid else [])
 
         results: dict[tuple, list[dict[str, Any]]] = {row: [] for row in rows}
+        if args.profile:
+            profiles = Profiles(workdir, {**{f"server worker {pid}": pid for pid in workers}, f"agent {agent_pid}": agent_pid})
+            profiles.start()
         for repeat in range(args.repeat):
             for row in rows:
                 transport, client, concurrency, views, tool, where = row
@@ -483,11 +490,15 @@ def main() -> int:
                       f"{len(outcome['latencies']) / outcome['elapsed']:6.0f} calls/s"
                       + (f"  {len(outcome['errors'])} errors, first: {outcome['errors'][0][:160]}" if outcome["errors"] else "")
                       + ("  (time cap hit)" if outcome["capped"] else ""), flush=True)
+        if profiles:
+            profiles.stop()
         print_table(results, proxy=bool(proxy_pid))
         if args.live_views:
             print_views(results)
         if floor:
             print_ratios(results, percentile)
+        if profiles:
+            profiles.print_summary()
         print(f"\nserver worker RSS: {rss_before:.1f} MB before, {rss('VmRSS'):.1f} MB after "
               f"(peak {rss('VmHWM'):.1f} MB{f', summed over {len(workers)} workers' if len(workers) > 1 else ''}); "
               f"load average {load_before[0]:.2f} -> {os.getloadavg()[0]:.2f}")
@@ -512,6 +523,8 @@ def main() -> int:
             print(f"{len(errors)} calls failed; first: {errors[0]}")
         return 1 if errors else 0
     finally:
+        if profiles:
+            profiles.stop()
         for part in (agent, server, cluster, floor):
             if part:
                 part.stop()
