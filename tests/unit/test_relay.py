@@ -245,9 +245,14 @@ def test_a_machine_s_pending_and_ready_commands_are_found_without_reading_its_hi
         return  # PostgreSQL's planner picks by table statistics: the index is what is checked there
     ready = ("box", QUEUED, LEASED, QUEUED, now(), now())
     for text, params in ((COUNT_PENDING, ("box", QUEUED, LEASED, RUNNING)), (LEASE, (LEASED, now(), now(), *ready, 16, *ready))):
-        plan = " | ".join(row[-1] for row in db.execute_sql("EXPLAIN QUERY PLAN " + text, params))
+        steps = [row[-1] for row in db.execute_sql("EXPLAIN QUERY PLAN " + text, params)]
+        plan = " | ".join(steps)
         assert "INDEX command_machine_state (machine=? AND state=?)" in plan, plan
         assert "SCAN" not in plan, plan
+        # Each look at the table, the lease's inner SELECT too: through the (machine, state) index, not
+        # the (machine, created_at) one that would give the order for free by walking the whole history.
+        searches = [step for step in steps if step.startswith("SEARCH command")]
+        assert searches and all("command_machine_state (machine=? AND state=?)" in step for step in searches), plan
 
 
 def test_a_wait_given_the_submitted_record_still_sees_an_outcome_that_came_before_it(relay):

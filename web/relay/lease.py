@@ -30,9 +30,12 @@ from web.relay.wakeup import RECHECK_SECONDS, Wakeups
 # states named in one IN so that the (machine, state) index finds them.
 # Parameters: machine, QUEUED, LEASED, QUEUED, now, now.
 READY = "machine = ? AND state IN (?, ?) AND (state = ? OR lease_expires_at < ?) AND (start_by_at IS NULL OR start_by_at > ?)"
+# `ORDER BY +created_at`: the unary plus keeps SQLite from walking the (machine, created_at) index to
+# get the order for free, which read the machine's whole history on every lease (3.6 ms of a worker's
+# CPU with 20 000 finished commands, 40 % of it under the bench); the few ready rows are sorted instead.
 LEASE = (
     "UPDATE command SET state = ?, leased_at = ?, lease_expires_at = ?, lease_count = lease_count + 1 "
-    f"WHERE id IN (SELECT id FROM command WHERE {READY} ORDER BY created_at LIMIT ?) AND {READY} "
+    f"WHERE id IN (SELECT id FROM command WHERE {READY} ORDER BY +created_at LIMIT ?) AND {READY} "
     f"RETURNING {sql.columns(Command)}"
 )
 START = (
