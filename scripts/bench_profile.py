@@ -2,7 +2,11 @@
 
 py-spy (a sampling profiler that reads another process's stacks from outside, so nothing in the
 server or agent changes) records each process for the whole run. Only samples of running threads are
-kept (py-spy leaves idle threads out by default), so the figures are CPU, not waiting. Then, per
+kept (py-spy leaves idle threads out by default), so the figures are mostly CPU, not waiting; sqlite3
+and fork run with the GIL released and are counted (`--gil` would hide them). py-spy cannot tell every
+wait from work: an agent thread blocked in a C call (a socket read, `SimpleQueue.get`) can show as
+`SocketIO.readinto` or as the Python function that called it (`Agent._work_forever`); read those
+entries as waiting, and compare the CPU per call columns of the table for what a change saved. Then, per
 process, it prints the functions most often on top of the stack (self) and the project's own functions
 most often anywhere on it (inclusive), as shares of that process's samples. The raw collapsed stacks are
 kept beside the logs with `--keep` (`<name>.folded`, the format flame graph tools read).
