@@ -43,6 +43,8 @@ SHUTDOWN_GRACE_SECONDS = 10.0
 # A poll cut after being held this long was a working connection dropped by a middlebox, not an outage.
 DROPPED_POLL_MIN_SECONDS = 1.0
 DROPPED_POLL_JITTER_SECONDS = 0.5
+# Pauses between attempts to confirm a lease (about 8 s in all, well within a lease's 30 s).
+START_RETRY_PAUSES = (0.25, 0.5, 1.0, 2.0, 4.0)
 
 
 # A poll asks for the server's hold less up to this fraction, at random: after a server restart every
@@ -265,19 +267,36 @@ class Agent:
             self._slots.release()
             self._slot_freed.set()
 
+    def _confirm(self, command: dict[str, Any]) -> bool:
+        """Confirm the lease before running, retrying a confirmation the network or a stopping server
+        lost (a repeated confirmation of the same lease is accepted): given up, the command would wait
+        for its lease to run out. A refusal (lease lost, cancelled) is final."""
+        command_id = command["id"]
+        for pause in (*START_RETRY_PAUSES, None):
+            try:
+                self.client.start(command)
+                return True
+            except RelayError as error:
+                if not error.retryable or pause is None:
+                    log.info("command %s not started: %s", command_id, error.message)
+                    return False
+                problem = error.message
+            except requests.RequestException as error:
+                if pause is None:  # unconfirmed: the lease runs out and the server hands it out again
+                    log.warning("could not confirm command %s: %s", command_id, _describe(error))
+                    return False
+                problem = _describe(error)
+            log.info("confirming command %s failed (%s); trying again", command_id[:8], problem)
+            if self.stopping.wait(random.uniform(pause / 2, pause)):
+                return False
+        return False
+
     def _execute_one(self, command: dict[str, Any]) -> None:
         command_id, tool = command["id"], command["tool"]
         if self.state.holds(command_id):
             log.warning("command %s was already run by this agent; not running it again", command_id[:8])
             return
-        try:
-            self.client.start(command)
-        except RelayError as error:
-            log.info("command %s not started: %s", command_id, error.message)
-            return
-        except requests.RequestException as error:
-            # Unconfirmed: the lease will run out and the server hands the command out again.
-            log.warning("could not confirm command %s: %s", command_id, _describe(error))
+        if not self._confirm(command):
             return
         started = time.monotonic()
         options: dict[str, Any] = {}

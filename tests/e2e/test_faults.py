@@ -208,3 +208,15 @@ def test_result_answers_cut_after_the_server_committed_are_not_applied_twice(rig
     # Each command whose answer was cut is acknowledged as a repeat exactly once, when a resend lands.
     assert repeats == len(set(rig.proxy.dropped)) >= 1
     assert all(f"out-{n}" in rig.output(n) for n in names)
+
+
+def test_a_lease_confirmation_cut_after_the_server_committed_it_is_retried_and_the_command_runs_once(rig_factory):
+    """A stopping server or a flaky network loses the answer to `start`: the agent confirms again
+    (the same lease is accepted twice) instead of leaving the command to its lease or to 'lost'."""
+    rig = rig_factory({})
+    rig.proxy.drop_responses("/start", 2)
+    rig.submit("S1")
+    states = wait_for(lambda: rig.all_terminal(["S1"]), timeout=20, what="S1 terminal")
+    assert len(rig.proxy.dropped) == 2, rig.proxy.dropped
+    assert states == {"S1": "succeeded"} and rig.runs("S1") == 1
+    assert "out-S1" in rig.output("S1")
