@@ -66,7 +66,10 @@ class SharedReplay:
 
     def follow(self, after: int, heartbeat_seconds: float) -> Iterator[tuple[int, dict[str, Any]] | None]:
         woken = self.store.signals.event(self.id)
-        sent, check_producer = after, after > 0  # a resume: the producer may be what broke
+        # At once, then at every keep-alive: is the process producing this answer still there? (In
+        # that process itself the answer is yes without a question; a resume, even from the priming
+        # event, may come because the producer died.)
+        sent, check_producer = after, True
         while True:
             woken.clear()
             with db.connection_context():

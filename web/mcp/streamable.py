@@ -66,7 +66,7 @@ STATELESS_ERROR_STATUS = {
     jsonrpc.METHOD_NOT_FOUND: 404,
 }
 SSE_HEADERS = {"Cache-Control": "no-cache, no-transform", "X-Accel-Buffering": "no"}
-_NOTE, _DONE = "note", "done"
+_NOTE, _DONE, _QUEUED = "note", "done", "queued"
 
 
 @bp.route("/mcp", methods=["POST", "GET", "DELETE"])
@@ -252,11 +252,17 @@ def _answer(
     version = session.protocol_version if session is not None else None
     request = {"id": request_id, "version": version}
     kept: list = []  # the answer's replay, once it has one
+    # Once a tool call has queued a command, a client that can resume gets its stream at once, primed
+    # with an event id: if this process dies before the answer, it resumes on another, which finishes
+    # the answer. A JSON answer still pending then would be lost.
+    switch_when_queued = sse_ok and session is not None and version in PRIMING_VERSIONS and request_id is not None
 
     def submitted(_: Any, command_id: str) -> None:
         request["command_id"] = command_id
         if kept:
             kept[0].record(request)
+        if switch_when_queued:
+            outbox.put((_QUEUED, command_id))
 
     def work() -> None:
         try:
@@ -275,6 +281,8 @@ def _answer(
             pass
         while not sse_ok and first[0] == _NOTE:  # a JSON-only client cannot receive notifications
             first = outbox.get()
+        if first is not None and first[0] == _QUEUED:
+            first = None
         if first is not None and first[0] == _DONE:
             answer = first[1]
             status = 200
@@ -299,6 +307,9 @@ def _keep(first: tuple | None, outbox: queue.Queue, replay: Replay) -> None:
     item = first
     while True:
         kind, message = item if item is not None else outbox.get()
+        if kind == _QUEUED:
+            item = None
+            continue
         replay.add(message if isinstance(message, list) else [message], last=kind == _DONE)
         if kind == _DONE:
             return
