@@ -142,13 +142,22 @@ class Balancer:
         folder.mkdir(parents=True, exist_ok=True)
         self.access_log = folder / "access.log"
         self.error_log = folder / "error.log"
-        servers = "\n".join(f"        server 127.0.0.1:{port} max_fails=1 fail_timeout=2s;" for port in upstream_ports)
+        self.upstream_ports = list(upstream_ports)
+        self.process: Process | None = None
+        self._write_conf(set())
+
+    def _write_conf(self, down: set[int]) -> None:
+        folder = self.folder
+        servers = "\n".join(
+            f"        server 127.0.0.1:{port} max_fails=1 fail_timeout=2s{' down' if port in down else ''};"
+            for port in self.upstream_ports
+        )
         (folder / "nginx.conf").write_text(
             f"""
 daemon off;
-master_process off;
+worker_processes 1;
 pid {folder}/nginx.pid;
-error_log {self.error_log} warn;
+error_log {self.error_log} notice;
 events {{ worker_connections 4096; }}
 http {{
     log_format upstream '$request_method $uri $status $upstream_addr $request_time';
@@ -185,11 +194,21 @@ http {{
 }}
 """
         )
-        self.process: Process | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    def route(self, port: int, *, on: bool) -> None:
+        """Take an instance out of the rotation (or put it back), as a platform's router does before
+        it stops an instance in a deploy: nginx reloads, requests in progress there go on, new ones go
+        elsewhere."""
+        down = set() if on else {port}
+        self._write_conf(down)
+        before = self.error_log.read_text(errors="replace").count("reconfiguring") if self.error_log.exists() else 0
+        os.kill(self.process.proc.pid, signal.SIGHUP)
+        wait_for(lambda: self.error_log.read_text(errors="replace").count("reconfiguring") > before, timeout=10,
+                 what="nginx to reload its configuration")
 
     def start(self) -> Balancer:
         argv = [NGINX, "-p", str(self.folder), "-c", str(self.folder / "nginx.conf"), "-e", str(self.error_log)]
