@@ -27,8 +27,8 @@ from peewee import (
     SqliteDatabase,
     TextField,
 )
-from playhouse.db_url import connect
-from playhouse.pool import PooledDatabase
+from playhouse.db_url import connect, parse
+from playhouse.pool import PooledDatabase, PooledPostgresqlDatabase
 
 from web import sql
 
@@ -48,6 +48,8 @@ SQLITE_POOL_WAIT_SECONDS = 30
 POSTGRES_POOL_CONNECTIONS = 20
 POSTGRES_POOL_WAIT_SECONDS = 30
 POSTGRES_STALE_SECONDS = 300
+# A pooled connection back in use within this long is taken as alive without a round trip.
+POSTGRES_TRUSTED_IDLE_SECONDS = 5.0
 
 # Command states. The server is the only writer; see docs/ARCHITECTURE.md for the transitions.
 QUEUED, LEASED, RUNNING = "queued", "leased", "running"
@@ -61,6 +63,33 @@ SUCCEEDED, FAILED, TIMED_OUT, CANCELLED, EXPIRED, LOST = (
 )
 TERMINAL_STATES = frozenset({SUCCEEDED, FAILED, TIMED_OUT, CANCELLED, EXPIRED, LOST})
 STATES = frozenset({QUEUED, LEASED, RUNNING}) | TERMINAL_STATES
+
+
+class PostgresPool(PooledPostgresqlDatabase):
+    """peewee's PostgreSQL pool, minus a `SELECT 1` on every check-out for a connection that was in
+    use a moment ago: that round trip was a sixth of a server process's time per relayed call
+    (scripts/bench.py --profile). A connection idle longer is still checked, so one the database
+    dropped (a restart, a failover) is replaced rather than handed out."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._returned_at: dict[int, float] = {}
+
+    def _is_closed(self, conn) -> bool:
+        if conn.closed:
+            return True
+        returned = self._returned_at.get(self.conn_key(conn))
+        if returned is not None and time.monotonic() - returned < POSTGRES_TRUSTED_IDLE_SECONDS:
+            return self._adapter.txn_status(conn) == self._adapter.txn_unknown
+        return super()._is_closed(conn)
+
+    def _close(self, conn, close_conn=False):
+        key = self.conn_key(conn)
+        if close_conn:
+            self._returned_at.pop(key, None)
+        else:
+            self._returned_at[key] = time.monotonic()
+        return super()._close(conn, close_conn)
 
 
 def open_database(url: str):
@@ -83,9 +112,8 @@ def open_database(url: str):
         # Pooled for the same reason, and more so: a new PostgreSQL connection is a TCP handshake,
         # authentication and a server process, ~100 ms per relayed call in scripts/bench.py. With
         # psycopg2 made cooperative, units of work overlap, hence a bounded pool that waits.
-        scheme, rest = url.split("://", 1)
-        database = connect(
-            f"{scheme}+pool://{rest}",
+        database = PostgresPool(
+            **parse(url),
             autoconnect=True,
             max_connections=POSTGRES_POOL_CONNECTIONS,
             timeout=POSTGRES_POOL_WAIT_SECONDS,
