@@ -46,7 +46,7 @@ def test_procfile_release_then_web_under_honcho_serves_an_mcp_call(tmp_path):
     try:
         wait_for(server._healthy, timeout=30, what=f"the Procfile's web process (log: {tmp_path / 'honcho.log'})")
         assert "database already current" in server.process.log(), "the web line runs migrations too, for PaaS without a release phase"
-        assert "gevent" in server.process.log()
+        assert "Using worker: GuardedGeventWorker" in server.process.log(), "the gevent worker, with its guards (gunicorn_worker.py)"
         agent = Agent(server, tmp_path, "paas-box").start()
         result = call_tool("sse", server.url + "/sse", server.token, "run_shell_command", {"command": "echo from-procfile"})
         assert not result["is_error"] and "from-procfile" in result["text"]

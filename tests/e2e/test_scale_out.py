@@ -222,7 +222,10 @@ def test_an_instance_killed_during_a_burst_of_50_commands_runs_none_twice_and_ev
     for thread in threads:
         thread.start()
     try:
-        answers, failures = _burst(cluster, "http", "/mcp", {"mode": "legacy", "handshake_version": "2025-11-25"},
+        # A call whose lease died in the killed poll's answer is answered after the tool wait (25 s)
+        # from wherever it resumes: give the client longer than that.
+        answers, failures = _burst(cluster, "http", "/mcp",
+                                   {"mode": "legacy", "handshake_version": "2025-11-25", "read_timeout": 90},
                                    sessions=50, calls=1, command=command)
     finally:
         threads[0].join(90)
