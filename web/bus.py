@@ -14,7 +14,8 @@ updated in place) and then `publish`es the change, by kind and key, for every *o
                                waiter re-reads the database now
 
 Only ids travel; what changed is read from the database, which stays the source of truth. A lost
-message costs time, not correctness: every wait also re-reads the database at least once a second.
+message costs time, not correctness: a held poll or a waiting tool call also re-reads the database
+at least once a second, and a stream at each keep-alive.
 
 `LocalBus` serves one server process (SQLite): there is nobody to tell. `PostgresBus`
 (web/bus_postgres.py) sends each message with `NOTIFY` and listens on one connection per process.
@@ -25,12 +26,54 @@ from __future__ import annotations
 
 import logging
 import secrets
+import threading
 from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
 KINDS = frozenset({"machine", "command", "session", "stream", "registration", "resync"})
 Handler = Callable[[str], None]
+
+
+class Signals:
+    """Events by key (a command, session or stream id), set by this process or by the bus."""
+
+    def __init__(self) -> None:
+        self._events: dict[str, threading.Event] = {}
+        self._lock = threading.Lock()
+
+    def event(self, key: str) -> threading.Event:
+        with self._lock:
+            event = self._events.get(key)
+            if event is None:
+                event = self._events[key] = threading.Event()
+            return event
+
+    def waiting(self, key: str) -> bool:
+        """Whether anyone here holds the key's event."""
+        return key in self._events
+
+    def set(self, key: str) -> None:
+        event = self._events.get(key)
+        if event is not None:
+            event.set()
+
+    def set_all(self, _: str = "") -> None:
+        with self._lock:
+            events = list(self._events.values())
+        for event in events:
+            event.set()
+
+    def drop(self, key: str) -> None:
+        with self._lock:
+            self._events.pop(key, None)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._events.clear()
+
+    def __len__(self) -> int:
+        return len(self._events)
 
 
 class Bus:

@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import json
 import secrets
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
 from web import sql
-from web.bus import Bus
+from web.bus import Bus, Signals
 from web.mcp.session import Session, SessionStore, unknown_session
 from web.models import McpMessage, McpSession, McpStream, atomic_write, db
 
@@ -43,36 +42,6 @@ PENDING = (
     "LEFT JOIN mcp_message m ON m.stream_id = s.id AND m.id > ? WHERE s.id = ? ORDER BY m.id LIMIT ?"
 )
 HOLD = "UPDATE mcp_session SET stream_held_at = ? WHERE id = ? AND closed_at IS NULL AND (stream_held_at IS NULL OR stream_held_at < ?)"
-
-
-class Signals:
-    """Events by key (a session or stream id), set by this process or by the bus."""
-
-    def __init__(self) -> None:
-        self._events: dict[str, threading.Event] = {}
-        self._lock = threading.Lock()
-
-    def event(self, key: str) -> threading.Event:
-        with self._lock:
-            event = self._events.get(key)
-            if event is None:
-                event = self._events[key] = threading.Event()
-            return event
-
-    def set(self, key: str) -> None:
-        event = self._events.get(key)
-        if event is not None:
-            event.set()
-
-    def set_all(self, _: str = "") -> None:
-        with self._lock:
-            events = list(self._events.values())
-        for event in events:
-            event.set()
-
-    def drop(self, key: str) -> None:
-        with self._lock:
-            self._events.pop(key, None)
 
 
 class SharedSession(Session):

@@ -17,7 +17,7 @@ from __future__ import annotations
 import collections
 import threading
 
-from web.bus import Bus
+from web.bus import Bus, Signals
 from web.models import Command
 
 # How often a waiter re-reads the database, whatever it was told.
@@ -30,7 +30,7 @@ class Wakeups:
     def __init__(self, bus: Bus | None = None) -> None:
         self.bus = bus or Bus()
         self._lock = threading.Lock()
-        self._command_changed: dict[str, threading.Event] = {}
+        self._command_changed = Signals()
         # command id -> its record as last committed by this process, for the waiters it wakes
         self._snapshots: dict[str, Command] = {}
         self._machine_changed: dict[str, threading.Condition] = {}
@@ -41,14 +41,10 @@ class Wakeups:
 
     def changed(self, command_id: str) -> threading.Event:
         """The command's Event; clear it before reading the command, then wait on it."""
-        with self._lock:
-            event = self._command_changed.get(command_id)
-            if event is None:
-                if len(self._command_changed) > MAX_COMMANDS:
-                    self._command_changed.clear()
-                    self._snapshots.clear()
-                event = self._command_changed[command_id] = threading.Event()
-            return event
+        if len(self._command_changed) > MAX_COMMANDS and not self._command_changed.waiting(command_id):
+            self._command_changed.clear()
+            self._snapshots.clear()
+        return self._command_changed.event(command_id)
 
     def signal(self, command_id: str, command: Command | None = None) -> None:
         """Wake the command's waiters here and in every other process; `command`, just committed,
@@ -81,20 +77,16 @@ class Wakeups:
 
     def wake_all(self) -> None:
         """Wake every waiter in this process, to re-read the database."""
+        self._command_changed.set_all()
         with self._lock:
-            events, machines = list(self._command_changed.values()), list(self._machine_changed)
-        for event in events:
-            event.set()
+            machines = list(self._machine_changed)
         for machine in machines:
             self.wake_machine_locally(machine)
 
     def _wake_command(self, command_id: str, command: Command | None = None) -> None:
-        with self._lock:
-            event = self._command_changed.get(command_id)
-        if event is not None:
-            if command is not None:
-                self._snapshots[command_id] = command
-            event.set()
+        if command is not None and self._command_changed.waiting(command_id):
+            self._snapshots[command_id] = command
+        self._command_changed.set(command_id)
 
     def wake_machine_locally(self, machine: str) -> None:
         condition = self.condition(machine)
