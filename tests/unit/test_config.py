@@ -174,3 +174,21 @@ def test_the_agent_process_with_a_bad_size_exits_with_one_line_naming_it(tmp_pat
     proc = run_agent(agent_env(tmp_path, RELAY_URL="http://127.0.0.1:9", AUTH_TOKEN=TOKEN, MAX_OUTPUT_BYTES="10 parsecs"))
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "agent: MAX_OUTPUT_BYTES must be a size such as 10MiB, 10MB, 10M, 512k or 1048576 (bytes), got '10 parsecs'" in proc.stderr
+
+
+def test_server_and_agent_read_sizes_by_one_grammar():
+    """The agent never imports the server and the server image carries no agent/, so the size grammar
+    is written twice (web/config.py, agent/config.py): this keeps the two the same."""
+    from agent import config as agent_config
+    from web import config as web_config
+
+    assert agent_config.SIZE_UNITS == web_config.SIZE_UNITS
+    assert agent_config.SIZE.pattern == web_config.SIZE.pattern and agent_config.SIZE.flags == web_config.SIZE.flags
+    for raw in ("1048576", "10MB", "10 mb", "10MiB", "10M", "512k", "1.5GiB", "0", "10XB", "", "-1"):
+        outcomes = []
+        for module, error in ((web_config, ConfigError), (agent_config, AgentConfigError)):
+            try:
+                outcomes.append(module.parse_size("SIZE", raw))
+            except error as refused:
+                outcomes.append(str(refused))
+        assert outcomes[0] == outcomes[1], raw
