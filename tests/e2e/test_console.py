@@ -13,7 +13,7 @@ import pytest
 import requests
 from playwright.sync_api import expect, sync_playwright
 
-from tests.harness import PYTHON, ROOT, Agent, Server
+from tests.harness import PYTHON, ROOT, Server
 from tests.oauth_helpers import REDIRECT_URI, answer_consent, pkce_pair, redirect_params
 
 AXE = ROOT / "tests" / "node" / "node_modules" / "axe-core" / "axe.min.js"
@@ -31,15 +31,6 @@ from tests.mcp_client import call_tool
 result = call_tool("http", sys.argv[1], sys.argv[2], "run_shell_command", json.loads(sys.argv[3]), overall_timeout=90)
 print(json.dumps({"is_error": result["is_error"], "text": result["text"]}))
 """
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    server = Server(tmp_path_factory.mktemp("server")).start()
-    agent = Agent(server, tmp_path_factory.mktemp("agent"), "box").start()
-    yield server, agent
-    agent.stop()
-    server.stop()
 
 
 @pytest.fixture(scope="module")

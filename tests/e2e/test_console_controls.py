@@ -10,21 +10,11 @@ import pytest
 from playwright.sync_api import expect, sync_playwright
 
 from tests.e2e.test_console import CHROMIUM_ARGS, DESKTOP, client_process, finish, signed_in
-from tests.harness import Agent, Server
 
 RAW = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]|\r(?!\n)")
 # The command itself holds a real U+202E, and prints ESC, OSC, BEL, a C1 CSI and U+202E.
 COMMAND = "echo 'name\u202etxt.exe'; sleep 1; printf 'out \\033[2J\\033]0;title\\007 \\302\\2332J cod\\342\\200\\256gpj.exe\\n'"
 SHOWN = "out \\x1b[2J\\x1b]0;title\\x07 \\x9b2J cod\\u202egpj.exe"
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    server = Server(tmp_path_factory.mktemp("server")).start()
-    agent = Agent(server, tmp_path_factory.mktemp("agent"), "box").start()
-    yield server, agent
-    agent.stop()
-    server.stop()
 
 
 @pytest.fixture(scope="module")

@@ -22,27 +22,6 @@ TRANSPORTS = ("http", "sse")
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory) -> Server:
-    server = Server(tmp_path_factory.mktemp("server")).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def box(server, tmp_path_factory) -> Agent:
-    agent = Agent(server, tmp_path_factory.mktemp("box"), "box").start()
-    yield agent
-    agent.stop()
-
-
-@pytest.fixture(scope="module")
-def ro(server, tmp_path_factory) -> Agent:
-    agent = Agent(server, tmp_path_factory.mktemp("ro"), "ro", env={"READ_ONLY": "1"}).start()
-    yield agent
-    agent.stop()
-
-
-@pytest.fixture(scope="module")
 def locked(server, tmp_path_factory) -> Agent:
     workdir = tmp_path_factory.mktemp("locked")
     env = {"DISABLED_TOOLS": "edit_file,delete_path", "DENY_PATHS": str(workdir / "home-locked" / "private")}

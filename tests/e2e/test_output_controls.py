@@ -12,7 +12,7 @@ import re
 import pytest
 import requests
 
-from tests.harness import Agent, Server
+from tests.harness import Server
 from tests.mcp_client import with_session
 
 # Raw characters that must never reach the model.
@@ -32,15 +32,6 @@ SEQUENCES = [
     ("nul-del-bell", r"a\000b\177c\007", r"a\x00b\x7fc\x07"),
     ("line-separator", r"x\342\200\250y", r"x\u2028y"),
 ]
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    server = Server(tmp_path_factory.mktemp("server")).start()
-    agent = Agent(server, tmp_path_factory.mktemp("agent"), "box").start()
-    yield server, agent
-    agent.stop()
-    server.stop()
 
 
 def _calls(server: Server, calls: list[tuple[str, dict]]) -> list[dict]:

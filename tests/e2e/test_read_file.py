@@ -10,21 +10,6 @@ import zlib
 import pytest
 
 from tests.e2e.test_file_tools import TRANSPORTS, scenario
-from tests.harness import Agent, Server
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory) -> Server:
-    server = Server(tmp_path_factory.mktemp("server")).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def box(server, tmp_path_factory) -> Agent:
-    agent = Agent(server, tmp_path_factory.mktemp("box"), "box").start()
-    yield agent
-    agent.stop()
 
 
 def png(width: int = 2, height: int = 2) -> bytes:

@@ -10,28 +10,7 @@ import os
 import pytest
 
 from tests.e2e.test_file_tools import TRANSPORTS, scenario
-from tests.harness import Agent, Server
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory) -> Server:
-    server = Server(tmp_path_factory.mktemp("server")).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def box(server, tmp_path_factory) -> Agent:
-    agent = Agent(server, tmp_path_factory.mktemp("box"), "box").start()
-    yield agent
-    agent.stop()
-
-
-@pytest.fixture(scope="module")
-def ro(server, tmp_path_factory) -> Agent:
-    agent = Agent(server, tmp_path_factory.mktemp("ro"), "ro", env={"READ_ONLY": "1"}).start()
-    yield agent
-    agent.stop()
+from tests.harness import Agent
 
 
 def tree_bytes(root) -> dict[str, tuple]:
