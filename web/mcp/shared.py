@@ -25,6 +25,7 @@ from typing import Any
 from web import sql
 from web.bus import Bus, Signals
 from web.mcp.session import Session, SessionStore, unknown_session
+from web.mcp.shared_replay import SharedReplays, append
 from web.models import McpMessage, McpSession, McpStream, atomic_write, db
 
 # A session's use is written at most this often (it expires after SESSION_IDLE_SECONDS unused).
@@ -175,9 +176,8 @@ class SharedSessions(SessionStore):
 
     def post(self, session_id: str, message: dict[str, Any]) -> None:
         """Queue a message for the session's stream, wherever it is held."""
-        row = McpMessage(stream_id=session_id, body=json.dumps(message, separators=(",", ":"), ensure_ascii=False), created_at=time.time())
         with db.connection_context():
-            sql.insert(row)
+            append(session_id, [json.dumps(message, separators=(",", ":"), ensure_ascii=False)], time.time())
         self.signals.set(session_id)
         self.bus.publish("session", session_id)
 
@@ -209,8 +209,6 @@ class SharedSessions(SessionStore):
             return McpSession.select().where(McpSession.closed_at.is_null()).count()
 
     def _session(self, record: McpSession) -> SharedSession:
-        from web.mcp.shared_replay import SharedReplays
-
         session = SharedSession(
             id=record.id,
             credential=record.credential,

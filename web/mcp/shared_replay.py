@@ -22,6 +22,8 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from peewee import PostgresqlDatabase
+
 from web import sql
 from web.mcp.replay import MAX_FINISHED
 from web.models import McpMessage, McpStream, db
@@ -38,6 +40,34 @@ ADOPT = "UPDATE mcp_stream SET owner = ? WHERE id = ? AND owner = ? AND done = ?
 Finisher = Callable[[dict[str, Any]], dict[str, Any]]
 
 
+# PostgreSQL numbers a row when it is inserted but shows it when it is committed. Of two messages
+# queued for one stream at once (two tool calls of a session ending together), the later number may
+# be committed first; a reader that has moved past it never sees the earlier one, and that call's
+# answer is lost. Each insert first takes the stream's advisory lock, held until its transaction
+# commits, so a stream's numbers are drawn, and become visible, in order. The lock is the two-key
+# kind: its key space is apart from the one-key locks that mark live processes (web/bus_postgres.py).
+APPEND_IN_TURN = (
+    "INSERT INTO mcp_message (stream_id, body, created_at) "
+    "SELECT %s, %s, %s FROM (SELECT pg_advisory_xact_lock(%s, hashtext(%s))) AS turn"
+)
+MESSAGE_LOCKS = 0x4D43  # the first key of a stream's lock ("MC")
+
+
+def append(stream_id: str, bodies: list[str], created_at: float) -> None:
+    """Queue messages on a stream (a session's own, or a resumable answer), in order, as one unit.
+    Call inside a connection context."""
+    if not isinstance(db.obj, PostgresqlDatabase):  # SQLite: its one writer at a time numbers and commits in order
+        for body in bodies:
+            sql.insert(McpMessage(stream_id=stream_id, body=body, created_at=created_at))
+        return
+    if len(bodies) == 1:  # one statement: a transaction of its own
+        db.execute_sql(APPEND_IN_TURN, (stream_id, bodies[0], created_at, MESSAGE_LOCKS, stream_id))
+        return
+    with db.atomic():
+        for body in bodies:
+            db.execute_sql(APPEND_IN_TURN, (stream_id, body, created_at, MESSAGE_LOCKS, stream_id))
+
+
 class SharedReplay:
     def __init__(self, store, stream_id: str, *, done: bool = False) -> None:
         self.store = store
@@ -50,9 +80,7 @@ class SharedReplay:
     def add(self, messages: list[dict[str, Any]], *, last: bool = False) -> None:
         t = time.time()
         with db.connection_context():
-            for message in messages:
-                body = json.dumps(message, separators=(",", ":"), ensure_ascii=False)
-                sql.insert(McpMessage(stream_id=self.id, body=body, created_at=t))
+            append(self.id, [json.dumps(message, separators=(",", ":"), ensure_ascii=False) for message in messages], t)
             if last:
                 McpStream.update(done=True).where(McpStream.id == self.id).execute()
         self.done = self.done or last
