@@ -41,6 +41,8 @@ worker_connections = _whole("WORKER_CONNECTIONS", 4000)
 timeout = 60
 # SIGTERM (a deploy) waits this long for held polls (<= 25 s) to end before the worker is killed.
 graceful_timeout = 30
+# On SIGTERM, idle kept-alive connections are closed this long after held requests are handed back.
+DRAIN_IDLE_GRACE_SECONDS = 1.0
 keepalive = 75
 preload_app = False
 # Behind a TLS-terminating proxy (Fly, nginx, Caddy), trust its X-Forwarded-* headers. The default,
@@ -105,6 +107,8 @@ def _drain_on_sigterm(worker):
 
     import gevent
 
+    from web.hangup import readable
+
     services = worker.wsgi.extensions["code_remote"]
     # Open client connections, and whether a request is in progress on each. A keep-alive connection
     # waiting for its next request holds nothing, but gunicorn would wait for it up to `keepalive`.
@@ -133,8 +137,14 @@ def _drain_on_sigterm(worker):
 
     def drain():
         services.drain()
+        # A router learns of the stop a moment after this process does, and may still send a request
+        # on a kept-alive connection: a request sent into a connection closed here is lost (a 502, which
+        # a router does not retry for a POST). So idle connections stay open a moment longer; a request
+        # that arrives meanwhile is served and its connection closed after the answer. Then the idle
+        # ones close, except one whose request bytes are already waiting to be read.
+        gevent.sleep(DRAIN_IDLE_GRACE_SECONDS)
         for sock, busy in list(connections.items()):
-            if not busy:
+            if not busy and not readable(sock):
                 _shut(sock)
 
     def _shut(sock):

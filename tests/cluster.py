@@ -137,8 +137,9 @@ class Instance:
 class Balancer:
     """nginx doing round robin over the instances, with no session affinity, on 127.0.0.1."""
 
-    def __init__(self, folder: Path, upstream_ports: list[int]) -> None:
+    def __init__(self, folder: Path, upstream_ports: list[int], *, client_keepalive: bool = True) -> None:
         self.folder, self.port = folder, free_port()
+        self.client_keepalive = client_keepalive
         folder.mkdir(parents=True, exist_ok=True)
         self.access_log = folder / "access.log"
         self.error_log = folder / "error.log"
@@ -175,6 +176,7 @@ http {{
     }}
     server {{
         listen 127.0.0.1:{self.port};
+        keepalive_timeout {"75s" if self.client_keepalive else "0"};
         location / {{
             proxy_pass http://code_remote;
             proxy_http_version 1.1;
@@ -205,10 +207,11 @@ http {{
         elsewhere."""
         down = set() if on else {port}
         self._write_conf(down)
-        before = self.error_log.read_text(errors="replace").count("reconfiguring") if self.error_log.exists() else 0
+        log = lambda: self.error_log.read_text(errors="replace") if self.error_log.exists() else ""  # noqa: E731
+        before = log().count("gracefully shutting down")
         os.kill(self.process.proc.pid, signal.SIGHUP)
-        wait_for(lambda: self.error_log.read_text(errors="replace").count("reconfiguring") > before, timeout=10,
-                 what="nginx to reload its configuration")
+        # Done when the old worker has been told to stop: from then on no new request goes by the old table.
+        wait_for(lambda: log().count("gracefully shutting down") > before, timeout=10, what="nginx to reload its configuration")
 
     def start(self) -> Balancer:
         argv = [NGINX, "-p", str(self.folder), "-c", str(self.folder / "nginx.conf"), "-e", str(self.error_log)]
@@ -239,7 +242,7 @@ class Cluster:
 
     def __init__(self, workdir: Path, *, instances: int = 3, agents: int = 2, web_concurrency: int = 2,
                  database_kind: str = "postgresql", token: str = TOKEN, env: dict[str, str] | None = None,
-                 agent_env: dict[str, str] | None = None) -> None:
+                 agent_env: dict[str, str] | None = None, client_keepalive: bool = True) -> None:
         if database_kind not in ("postgresql", "sqlite"):
             raise ValueError(f"database_kind must be postgresql or sqlite, not {database_kind!r}")
         if database_kind == "sqlite" and instances * web_concurrency > 1:
@@ -253,7 +256,7 @@ class Cluster:
         self.env.pop("XDG_RUNTIME_DIR", None)
         self.instances = [Instance(f"web.{i + 1}", workdir / f"web.{i + 1}", self.env, web_concurrency=web_concurrency)
                           for i in range(instances)]
-        self.balancer = Balancer(workdir / "nginx", [instance.port for instance in self.instances])
+        self.balancer = Balancer(workdir / "nginx", [instance.port for instance in self.instances], client_keepalive=client_keepalive)
         self.agents = [Agent(self, workdir / "agents", f"box-{i + 1}", env=agent_env) for i in range(agents)]
         self._stopped = False
 

@@ -81,3 +81,16 @@ def _closed(sock: Any) -> bool:
         return True
     except (BlockingIOError, InterruptedError):
         return False  # the readiness went away between poll and peek: still there
+
+
+def readable(sock: Any) -> bool:
+    """Whether something waits to be read on `sock` (request bytes, or its end), asked without
+    waiting; False where this cannot be told."""
+    if _poll is None:
+        return False
+    try:
+        poller = _poll()
+        poller.register(sock.fileno(), select.POLLIN)
+        return bool(poller.poll(0))
+    except (OSError, ValueError):
+        return False
