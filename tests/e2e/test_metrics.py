@@ -4,6 +4,10 @@ Prometheus text parses with prometheus_client's own parser and its counts are wh
 from __future__ import annotations
 
 import json
+import os
+import signal
+import time
+from pathlib import Path
 
 import pytest
 import requests
@@ -106,3 +110,29 @@ def test_a_wrong_metrics_token_is_refused_and_counted_by_the_throttle(stack):
     server, _ = stack
     assert scrape(server, "wrong").status_code in (401, 429)
     assert scrape(server).status_code == 200  # the right token always passes
+
+
+def test_the_loop_lag_probe_shows_a_stalled_worker_as_a_pause(stack):
+    """The worker is frozen from outside (SIGSTOP, then SIGCONT after STALL seconds), as a blocking
+    call or a long garbage collection would freeze its event loop: the probe's wake-up comes that late."""
+    server, _ = stack
+    lag = wait_for(lambda: (found := samples(server)).get(("code_remote_event_loop_lag_seconds_count", ())) and found,
+                   what="the loop-lag probe's first samples")
+    assert lag[("code_remote_event_loop_lag_seconds_bucket", (("le", "+Inf"),))] == lag[("code_remote_event_loop_lag_seconds_count", ())]
+    (worker,) = (int(pid) for pid in Path(f"/proc/{server.process.proc.pid}/task/{server.process.proc.pid}/children").read_text().split())
+    stall = 0.6
+    os.kill(worker, signal.SIGSTOP)
+    try:
+        time.sleep(stall)  # the length of the stall itself, not a wait for a condition
+    finally:
+        os.kill(worker, signal.SIGCONT)
+
+    def paused():
+        found = samples(server)
+        return found if found[("code_remote_event_loop_lag_max_seconds", ())] >= stall - 0.05 else None
+
+    found = wait_for(paused, what="the stall seen by the probe")
+    over = found[("code_remote_event_loop_lag_seconds_bucket", (("le", "+Inf"),))] - found[("code_remote_event_loop_lag_seconds_bucket", (("le", "0.5"),))]
+    assert over >= 1  # the stalled wake-up is counted above 0.5 s
+    assert found[("code_remote_event_loop_lag_seconds_sum", ())] >= stall - 0.05
+    assert found[("code_remote_event_loop_lag_seconds_count", ())] > lag[("code_remote_event_loop_lag_seconds_count", ())]

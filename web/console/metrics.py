@@ -10,7 +10,8 @@ process answers the scrape:
   histogram (the `tool_call` audit table), relayed commands by state, the queue per machine, and the
   machines online (each machine's `last_seen_at`, written while its agent polls);
 - summed over the processes' `process_stat` rows (web/console/process_stats.py): held polls, open
-  streams, OAuth failures and throttled requests.
+  streams, OAuth failures and throttled requests, and the event loop's pauses measured by each
+  process's loop-lag probe (web/console/loop_lag.py; the worst pause is the highest of them).
 
 A scrape costs a few aggregate queries (the audit table's is a scan of it: ~0.1 s at 100 000 rows on
 SQLite); nothing is added to a relayed call's path.
@@ -28,6 +29,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from web import errors
+from web.console.loop_lag import BUCKETS as LAG_BUCKETS
 from web.http import services
 from web.models import LEASED, QUEUED, RUNNING, STATES, Command, ToolCall, db
 from web.security.auth import Unauthorized, bearer_token
@@ -182,6 +184,22 @@ class Figures:
         yield streams
         yield oauth
         yield throttled
+        yield from _loop_lag(gauges, counters)
+
+
+def _loop_lag(gauges: dict[str, float], counters: dict[str, float]):
+    lag = HistogramMetricFamily(
+        "code_remote_event_loop_lag_seconds",
+        "How late the loop-lag probe's 50 ms sleeps woke up: the event loop's pauses, all processes",
+    )
+    buckets = [(_le(bound), counters.get(f"loop_lag_bucket|{bound!r}", 0)) for bound in LAG_BUCKETS]
+    lag.add_metric([], buckets + [("+Inf", counters.get("loop_lag_bucket|+Inf", 0))], counters.get("loop_lag_sum|", 0.0))
+    yield lag
+    yield GaugeMetricFamily(
+        "code_remote_event_loop_lag_max_seconds",
+        "The longest event-loop pause since start, the highest over the live processes",
+        value=gauges.get("loop_lag_max|", 0.0),
+    )
 
 
 def _le(bound: float) -> str:

@@ -1,14 +1,19 @@
 """Figures only a server process knows, summed over every process through the database.
 
 Held polls and open streams live in each process's memory; so do the counts of OAuth failures and
-throttled requests (neither is otherwise written anywhere). Each process keeps them here and writes
+throttled requests (neither is otherwise written anywhere), and the event loop's pauses measured by
+the loop-lag probe (web/console/loop_lag.py). Each process keeps them here and writes
 them to its own `process_stat` row every FLUSH_SECONDS (only when they changed, and at least every
 HEARTBEAT_SECONDS so the row shows it is alive). /metrics, served by whichever process, sums:
 
 - gauges (held polls, open streams) over the rows written in the last LIVE_SECONDS: a process that
   died stops counting within that time;
 - counters over every row, the gone processes' included, so a total never shrinks when a process
-  exits; rows untouched for PRUNE_SECONDS are deleted (Prometheus sees that as a counter reset).
+  exits; rows untouched for PRUNE_SECONDS are deleted (Prometheus sees that as a counter reset);
+- except the worst loop pause (MAX_GAUGES), which is the highest of the live rows, not their sum.
+
+The probe's histogram changes 20 times a second; it alone does not make a row be written, so another
+process's histogram is at most HEARTBEAT_SECONDS old in a scrape (this process's is always current).
 
 This is instead of prometheus_client's multiprocess mode, whose files are per host: with several
 hosts behind a load balancer, a scrape would see only the processes of the host it landed on.
@@ -27,6 +32,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from web.console.loop_lag import LoopLag
 from web.models import ProcessStat, db, now
 
 log = logging.getLogger(__name__)
@@ -36,6 +42,7 @@ HEARTBEAT_SECONDS = 10.0
 LIVE_SECONDS = 30.0
 PRUNE_SECONDS = 7 * 24 * 3600.0
 STREAM_KINDS = (("/sse", "sse"), ("/mcp", "mcp"), ("/dashboard", "dashboard"))
+MAX_GAUGES = ("loop_lag_max|",)
 
 
 class ProcessStats:
@@ -50,6 +57,7 @@ class ProcessStats:
         self._written: tuple | None = None
         self._written_at = 0.0
         self._thread: threading.Thread | None = None
+        self.loop_lag = LoopLag()
 
     # --- counting -----------------------------------------------------------------------------
 
@@ -62,7 +70,14 @@ class ProcessStats:
         with self._lock:
             values = {f"open_streams|{kind}": n for kind, n in self.streams.items()}
         values["held_polls|"] = self._held_polls()
+        values["loop_lag_max|"] = self.loop_lag.worst
         return values
+
+    def _counters(self) -> dict[str, float]:
+        with self._lock:
+            counters: dict[str, float] = dict(self.counters)
+        counters.update(self.loop_lag.figures())
+        return counters
 
     def wrap(self, wsgi_app):
         """A WSGI middleware counting the event streams open in this process, by kind of stream."""
@@ -88,10 +103,9 @@ class ProcessStats:
     def flush(self, *, force: bool = False) -> None:
         """Write this process's row if its figures changed (or a heartbeat is due)."""
         gauges = self.gauges()
-        with self._lock:
-            counters = dict(self.counters)
+        counters = self._counters()
         t = now()
-        state = (tuple(sorted(gauges.items())), tuple(sorted(counters.items())))
+        state = (tuple(sorted(gauges.items())), tuple(sorted(i for i in counters.items() if not i[0].startswith("loop_lag_"))))
         if not force and state == self._written and t - self._written_at < HEARTBEAT_SECONDS:
             return
         with db.connection_context():
@@ -105,19 +119,24 @@ class ProcessStats:
         """(gauges, counters) summed over every process: this one's live values, the others' rows."""
         t = now()
         gauges: collections.Counter[str] = collections.Counter(self.gauges())
-        with self._lock:
-            counters: collections.Counter[str] = collections.Counter(self.counters)
+        counters: collections.Counter[str] = collections.Counter(self._counters())
         with db.connection_context():
             for row in ProcessStat.select().where(ProcessStat.process != self.process):
                 counters.update(row.counters or {})
                 if row.updated_at >= t - LIVE_SECONDS:
-                    gauges.update(row.gauges or {})
+                    theirs = dict(row.gauges or {})
+                    for key in MAX_GAUGES:
+                        if key in theirs:
+                            gauges[key] = max(gauges.get(key, 0), theirs.pop(key))
+                    gauges.update(theirs)
         return dict(gauges), dict(counters)
 
     def start(self) -> None:
-        """Write the row every FLUSH_SECONDS from a daemon thread (a greenlet under gevent)."""
+        """Start the loop-lag probe, and write the row every FLUSH_SECONDS from a daemon thread (a
+        greenlet under gevent)."""
         if self._thread is not None:
             return
+        self.loop_lag.start()
         self._thread = threading.Thread(target=self._run, name="process-stats", daemon=True)
         self._thread.start()
 
