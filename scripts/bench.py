@@ -27,6 +27,10 @@ with the spread of calls/s across repeats.
 (scripts/bench_floor.py), interleaved, adds `read_file` rows at c=1, and prints the relay's figures over
 the floor's with the targets.
 
+`--idle N` measures idle scale instead (scripts/bench_idle.py): N/2 idle SSE streams and N/2 held agent
+polls on one worker, a c=8 load without and with them held, the worker's RSS per idle client and the
+event loop's worst pause from the loop-lag probe on /metrics.
+
 Then, unless `--tool-files 0`, rows for the coding tools (scripts/bench_tools.py): `search` with and
 without `rg` and `edit_file` on a tree of 10 000 files, p50 and p95.
 
@@ -45,6 +49,7 @@ import dataclasses
 import itertools
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -63,6 +68,7 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import bench_idle  # noqa: E402
 import bench_tools  # noqa: E402
 import bench_wakeup  # noqa: E402
 from bench_floor import FloorServer, print_ratios  # noqa: E402
@@ -375,6 +381,23 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] if ordered else float("nan")
 
 
+# What --idle sets on its server, printed with the figures: room for the idle clients on one worker, and
+# /metrics (for the loop-lag probe). The per-address cap (MAX_CONNECTIONS_PER_ADDRESS) is left as it is.
+IDLE_SETTINGS = ("WEB_CONCURRENCY", "WORKER_CONNECTIONS", "METRICS_TOKEN")
+
+
+def idle_settings(server: Server, idle: int) -> None:
+    """One worker with room for `idle` connections beyond the load, and the open-files limit raised
+    (inherited by the server and the idle holder) as far as the hard limit allows."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = idle + 2000
+    if soft < wanted:
+        if hard != resource.RLIM_INFINITY and hard < wanted:
+            raise SystemExit(f"--idle {idle} needs {wanted} open files; the hard limit is {hard} (raise it: ulimit -Hn)")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    server.env.update(WEB_CONCURRENCY="1", WORKER_CONNECTIONS=str(idle + 1000), METRICS_TOKEN="idle-bench-metrics-token-0123456789")
+
+
 # --- the whole run -----------------------------------------------------------------------------
 
 
@@ -410,7 +433,15 @@ def main() -> int:
     parser.add_argument("--floor", action="store_true",
                         help="also run every row, interleaved, against the official mcp SDK's own server running the tools "
                              "in-process (scripts/bench_floor.py), add read_file rows at c=1, and print the ratios")
+    parser.add_argument("--idle", type=int, default=0,
+                        help="instead of the rows: N idle clients (N/2 SSE streams, N/2 held agent polls) on one worker, and "
+                             "a c=8 load without and with them held, interleaved (scripts/bench_idle.py)")
+    parser.add_argument("--idle-hold", type=float, default=30.0,
+                        help="seconds the idle clients are held before the load row with them (default 30: every stream's "
+                             "keep-alive and every poll's re-poll fall in it)")
     args = parser.parse_args()
+    if args.idle and (args.instances or args.database != "sqlite"):
+        parser.error("--idle measures one worker on SQLite, as the issue's target is set: drop --instances and --database")
     if args.web_concurrency is None:
         args.web_concurrency = 2 if args.database == "postgresql" else 1
     if args.instances and args.database == "sqlite" and args.instances * args.web_concurrency > 1:
@@ -430,6 +461,8 @@ def main() -> int:
         else:
             server = Server(workdir / "server")
             server.env["ACCESS_LOG"] = "1" if args.access_log == "on" else "0"
+            if args.idle:
+                idle_settings(server, args.idle)
             server.start()
             target, database_url = server, server.database_url
         fill_history(database_url, "bench", args.history)
@@ -469,6 +502,22 @@ def main() -> int:
               f"{layout} (RSS {rss_before:.1f} MB), agent pid {agent_pid}")
         if floor:
             print(f"floor: {floor.describe()}; its CPU is in the server column")
+        if args.idle:
+            settings = ", ".join(f"{k}={'(set)' if k == 'METRICS_TOKEN' else server.env[k]}" for k in IDLE_SETTINGS)
+            print(f"idle: server settings {settings}; "
+                  f"open files limit {resource.getrlimit(resource.RLIMIT_NOFILE)[0]}; load: {args.client if args.client != 'both' else 'raw'} "
+                  f"client over {transports[0]}, c=8, {args.calls} calls per row; idle clients held {args.idle_hold:g} s before it")
+            client = args.client if args.client != "both" else "raw"
+            TOOLS["echo"] = (TOOL, {**ARGUMENTS, "machine": "bench"})  # the idle agents are machines too
+            errors = bench_idle.measure(
+                target=server, workdir=workdir, idle=args.idle, repeat=args.repeat, hold=args.idle_hold,
+                metrics_token=server.env["METRICS_TOKEN"], worker_rss=lambda: rss("VmRSS"), percentile=percentile,
+                row=lambda: anyio.run(run_row, session_factory(client, transports[0], server.url, server.token), 8, args.calls,
+                                      args.time_cap, cpu),
+            )
+            if errors:
+                print(f"{len(errors)} errors; first: {errors[0]}")
+            return 1 if errors else 0
 
         def floor_cpu() -> list[float]:
             return [cpu_seconds(floor.pid), 0.0, time.process_time()] + ([0.0] if proxy_pid else [])

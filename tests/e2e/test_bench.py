@@ -53,3 +53,17 @@ def test_bench_floor_runs_the_sdk_server_beside_the_relay_and_prints_the_ratios(
     for tool, figure, ours, theirs, ratio, sign, goal, verdict in ratios:
         assert abs(float(ours) / float(theirs) - float(ratio)) < 0.05 * float(ratio) + 0.01, (tool, figure, run.stdout)
         assert bool(goal) == (figure == "p50"), run.stdout  # the targets at c=1: both p50s
+
+
+def test_bench_idle_holds_streams_and_polls_and_reads_the_loop_lag_probe():
+    argv = [PYTHON, "scripts/bench.py", "--idle", "40", "--idle-hold", "1", "--calls", "10", "--repeat", "1", "--history", "100"]
+    run = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert re.search(r"^idle: server settings WEB_CONCURRENCY=1, WORKER_CONNECTIONS=1040, METRICS_TOKEN=\(set\)", run.stdout, re.MULTILINE), run.stdout
+    held = re.search(r"held 20 streams and (\d+) polls .* (\d+) errors\); c=8 p99 ([\d.]+) ms alone, ([\d.]+) ms held; loop: (\d+) wake-ups",
+                     run.stdout)
+    assert held and int(held.group(1)) >= 18 and held.group(2) == "0", run.stdout
+    assert int(held.group(5)) >= 10, run.stdout  # 20 a second over the held period (1 s and the load row)
+    assert re.search(r"^  memory: -?[\d.]+ KB per idle client .* target <= 25: (met|NOT met)$", run.stdout, re.MULTILINE), run.stdout
+    assert re.search(r"^  p99 held / alone: [\d.]+x .* target <= 1.5: (met|NOT met)$", run.stdout, re.MULTILINE), run.stdout
+    assert re.search(r"^  worst event-loop pause while held: (<= )?[\d.]+ ms .* target < 100 ms: (met|NOT met)$", run.stdout, re.MULTILINE), run.stdout
