@@ -26,6 +26,14 @@ from web.relay.machines import Machines
 from web.relay.sweeper import Sweeper
 from web.relay.wakeup import RECHECK_SECONDS, Wakeups
 
+# The safety-net re-reads of every poll held in this process together stay under this rate: each
+# held poll re-reads every RECHECK_SECONDS, or every held/MAX_RECHECKS_PER_SECOND seconds when more
+# polls are held. With 5 000 held polls, one re-read a second each was 5 000 statements and wake-ups
+# a second: most of an idle worker's CPU, and pauses of the event loop near a second
+# (scripts/bench.py --idle). Wake-ups (a submit, a registration, the bus) still end a wait at once;
+# only what nothing announces (a lease that ran out, a message the bus lost) waits up to the longer bound.
+MAX_RECHECKS_PER_SECOND = 500
+
 # Queued, or leased under a lease that ran out unconfirmed, and not past its start deadline; the
 # states named in one IN so that the (machine, state) index finds them.
 # Parameters: machine, QUEUED, LEASED, QUEUED, now, now.
@@ -116,7 +124,7 @@ class Leases:
                     leased = self.claim(machine, limit, look_first=seen is not None and seen[0] == generation)
                     if len(leased) < limit:  # nothing more was ready when it looked
                         self._empty[machine] = (generation, looked_at)
-                    recheck_in = RECHECK_SECONDS
+                    recheck_in = max(RECHECK_SECONDS, self.machines.held_polls() / MAX_RECHECKS_PER_SECOND)
                 remaining = deadline - time.monotonic()
                 if leased or remaining <= 0:
                     return leased

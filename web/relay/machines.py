@@ -47,6 +47,7 @@ class Machines:
         self.config = config
         self.bus = bus
         self._polls: collections.Counter[str] = collections.Counter()
+        self._held = 0  # the sum of _polls, kept as it changes: read by every held poll's re-check
         self._seen_at: dict[str, float] = {}
         self._seen_written_at: dict[str, float] = {}
         # name -> (token generation or None for no such machine, monotonic time it was read)
@@ -139,7 +140,7 @@ class Machines:
 
     def held_polls(self) -> int:
         """How many agent polls this process is holding open right now."""
-        return sum(list(self._polls.values()))
+        return self._held
 
     def is_online(self, machine: Machine) -> bool:
         if self._polls[machine.name] > 0:
@@ -168,6 +169,7 @@ class Machines:
     def polling(self, name: str, delta: int) -> None:
         """A poll of the machine began (+1) or ended (-1) in this process."""
         self._polls[name] += delta
+        self._held += delta
         self.touch(name)
 
     def touch(self, name: str, *, force: bool = False) -> None:
