@@ -292,10 +292,15 @@ def transition(command: Command, to_state: str, actor: str, detail: str = "", **
 
 def log_event(command_id: str, from_state: str, to_state: str, actor: str, detail: str = "", at: float | None = None) -> None:
     """Write a `command_event` row; call inside the transaction that makes the change it records."""
-    event = CommandEvent(command_id=command_id, from_state=from_state, to_state=to_state, actor=actor, detail=detail[:1000])
+    sql.insert(event(command_id, from_state, to_state, actor, detail, at))
+
+
+def event(command_id: str, from_state: str, to_state: str, actor: str, detail: str = "", at: float | None = None) -> CommandEvent:
+    """A `command_event` row, not yet written."""
+    row = CommandEvent(command_id=command_id, from_state=from_state, to_state=to_state, actor=actor, detail=detail[:1000])
     if at is not None:
-        event.at = at
-    sql.insert(event)
+        row.at = at
+    return row
 
 
 class OAuthClient(BaseModel):

@@ -87,8 +87,10 @@ def test_a_lease_after_one_ran_out_is_logged_as_a_new_lease_of_a_leased_command(
     assert (first.lease_count, second.lease_count) == (1, 2)
     events = relay.events(command.id)
     assert [(e.from_state, e.to_state) for e in events] == [("", QUEUED), (QUEUED, LEASED), (LEASED, LEASED)]
-    assert events[-1].detail == "lease 2 (previous lease ran out unconfirmed)"
+    assert events[-1].detail == "lease 2 (previous lease ran out unconfirmed)" and events[1].detail == "lease 1"
     assert relay.start("box", command.id, 2).state == RUNNING
+    started = relay.events(command.id)[-1]
+    assert (started.from_state, started.to_state, started.actor, started.detail) == (LEASED, RUNNING, "agent", "started under lease 2")
 
 
 def test_claim_leases_in_submission_order_and_only_up_to_the_limit(relay):

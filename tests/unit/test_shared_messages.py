@@ -17,7 +17,8 @@ from tests import database
 from tests.harness import wait_for
 from web.bus import LocalBus
 from web.mcp.shared import SharedSessions
-from web.mcp.shared_replay import APPEND_IN_TURN, MESSAGE_LOCKS
+from web.mcp.replay import MAX_FINISHED
+from web.mcp.shared_replay import APPEND_IN_TURN, MESSAGE_LOCKS, SharedReplays
 from web.models import db, open_database
 
 pytestmark = pytest.mark.skipif(not database.PG_BIN_DIRS, reason="needs PostgreSQL (Debian: apt-get install postgresql)")
@@ -96,3 +97,20 @@ def test_answers_queued_from_many_threads_at_once_all_reach_the_stream(url):
     assert len(got) == threads * per_thread, f"{threads * per_thread - len(got)} answers never reached the stream"
     for t in range(threads):
         assert [m["n"] for m in got if m["t"] == t] == list(range(per_thread)), "each sender's answers arrive in its order"
+
+
+def test_a_session_keeps_its_newest_finished_answers_for_resumption_and_forgets_older_ones(url):
+    sessions = SharedSessions(LocalBus(), idle_seconds=3600)
+    session = sessions.open("owner", "http")
+    replays = SharedReplays(sessions, session.id)
+    answers = []
+    for n in range(MAX_FINISHED + 2):
+        replay = replays.open()
+        replay.add([{"jsonrpc": "2.0", "id": n, "result": {}}], last=True)
+        answers.append(replay.event_id(0))
+    running = replays.open()  # opening an answer stream forgets the oldest finished ones
+    assert replays.find(running.event_id(0)) is not None
+    kept = [event_id for event_id in answers if replays.find(event_id) is not None]
+    assert kept == answers[-MAX_FINISHED:]
+    with db.connection_context():
+        assert db.execute_sql("SELECT count(*) FROM mcp_message").fetchone()[0] == MAX_FINISHED, "their messages went with them"

@@ -34,6 +34,12 @@ FOLLOW = (
     "SELECT s.done, s.owner, s.request, m.id, m.body FROM mcp_stream s "
     "LEFT JOIN mcp_message m ON m.stream_id = s.id AND m.id > ? WHERE s.id = ? ORDER BY m.id LIMIT 100"
 )
+# The session's finished answers past the newest MAX_FINISHED, with their messages (PostgreSQL).
+FORGET_FINISHED = (
+    "WITH old AS (SELECT id FROM mcp_stream WHERE session_id = ? AND done ORDER BY created_at DESC OFFSET ?), "
+    "messages AS (DELETE FROM mcp_message WHERE stream_id IN (SELECT id FROM old)) "
+    "DELETE FROM mcp_stream WHERE id IN (SELECT id FROM old)"
+)
 # Takes a stream over from a producer found dead; of two processes trying, one wins.
 ADOPT = "UPDATE mcp_stream SET owner = ? WHERE id = ? AND owner = ? AND done = ?"
 # finish(request) -> the JSON-RPC answer for a stream whose producer died
@@ -152,6 +158,9 @@ class SharedReplays:
         replay = SharedReplay(self.store, secrets.token_hex(8))
         with db.connection_context():
             sql.insert(McpStream(id=replay.id, session_id=self.session_id, owner=self.store.bus.origin, created_at=time.time()))
+            if sql.writes_in_with(McpStream):  # one statement, not a look and two deletes
+                sql.execute(McpStream, FORGET_FINISHED, (self.session_id, MAX_FINISHED))
+                return replay
             finished = (
                 McpStream.select(McpStream.id)
                 .where((McpStream.session_id == self.session_id) & (McpStream.done == True))  # noqa: E712

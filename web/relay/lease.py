@@ -50,6 +50,21 @@ START = (
     "UPDATE command SET state = ?, started_at = ?, heartbeat_at = ? "
     f"WHERE id = ? AND machine = ? AND state = ? AND lease_count = ? RETURNING {sql.columns(Command)}"
 )
+# On PostgreSQL each of the two, with the `command_event` rows that log it, is one statement and so a
+# transaction of its own: BEGIN, the change, the log rows and COMMIT were four round trips, twice on the
+# way of every relayed call. (SQLite has no writes in WITH; there a transaction costs no round trip.)
+EVENT_COLUMNS = "command_event (command_id, at, from_state, to_state, actor, detail)"
+LEASE_LOGGED = (
+    f"WITH leased AS ({LEASE}), logged AS (INSERT INTO {EVENT_COLUMNS} "
+    "SELECT id, ?, CASE WHEN lease_count = 1 THEN ? ELSE ? END, ?, ?, "
+    "'lease ' || lease_count || CASE WHEN lease_count = 1 THEN '' ELSE ? END FROM leased) "
+    "SELECT * FROM leased"
+)
+START_LOGGED = (
+    f"WITH started AS ({START}), logged AS (INSERT INTO {EVENT_COLUMNS} SELECT id, ?, ?, ?, ?, ? FROM started) "
+    "SELECT * FROM started"
+)
+REPEAT_LEASE = " (previous lease ran out unconfirmed)"
 
 
 def owned(machine: str, command_id: str) -> Command:
@@ -162,26 +177,36 @@ class Leases:
         with db.connection_context():
             if look_first and not sql.execute(Command, f"SELECT 1 FROM command WHERE {READY} LIMIT 1", ready).fetchall():
                 return []
-            with atomic_write():
-                # One statement leases them all (`ready` again, so PostgreSQL re-checks a row another
-                # process leased meanwhile). A lease number above 1 means an earlier lease ran out
-                # unconfirmed: only submit makes a command queued.
-                commands = sql.select(Command, LEASE, (LEASED, t, t + self.config.lease_seconds, *ready, limit, *ready))
-                for c in commands:
-                    first = c.lease_count == 1
-                    detail = f"lease {c.lease_count}" + ("" if first else " (previous lease ran out unconfirmed)")
-                    log_event(c.id, QUEUED if first else LEASED, LEASED, "server", detail, at=t)
+            # One statement leases them all (`ready` again, so PostgreSQL re-checks a row another
+            # process leased meanwhile). A lease number above 1 means an earlier lease ran out
+            # unconfirmed: only submit makes a command queued.
+            lease = (LEASED, t, t + self.config.lease_seconds, *ready, limit, *ready)
+            if sql.writes_in_with(Command):
+                commands = sql.select(Command, LEASE_LOGGED, (*lease, t, QUEUED, LEASED, LEASED, "server", REPEAT_LEASE))
+            else:
+                with atomic_write():
+                    commands = sql.select(Command, LEASE, lease)
+                    for c in commands:
+                        first = c.lease_count == 1
+                        detail = f"lease {c.lease_count}" + ("" if first else REPEAT_LEASE)
+                        log_event(c.id, QUEUED if first else LEASED, LEASED, "server", detail, at=t)
         commands.sort(key=lambda c: c.created_at)
         return commands
 
     def start(self, machine: str, command_id: str, lease: int) -> Command:
         """The agent confirms it is about to run the command under lease number `lease`."""
         t = now()
-        with db.connection_context(), atomic_write():
+        start, detail = (RUNNING, t, t, command_id, machine, LEASED, lease), f"started under lease {lease}"
+        with db.connection_context():
             # The usual case in one statement: still leased to this agent under this lease.
-            started = sql.select(Command, START, (RUNNING, t, t, command_id, machine, LEASED, lease))
+            if sql.writes_in_with(Command):
+                started = sql.select(Command, START_LOGGED, (*start, t, LEASED, RUNNING, "agent", detail))
+            else:
+                with atomic_write():
+                    started = sql.select(Command, START, start)
+                    if started:
+                        log_event(command_id, LEASED, RUNNING, "agent", detail, at=t)
             if started:
-                log_event(command_id, LEASED, RUNNING, "agent", f"started under lease {lease}", at=t)
                 return started[0]
             command = owned(machine, command_id)
             if command.state == RUNNING and command.lease_count == lease:

@@ -55,8 +55,16 @@ class OutputStore:
     def append(self, command: Command, chunks: list[tuple[str, int, bytes]]) -> bool:
         """Store the new part of each (stream, offset, data) chunk; call in a transaction, then save
         `command`. Returns whether anything new arrived."""
+        rows = self.new_rows(command, chunks)
+        for row in rows:
+            sql.insert(row)
+        return bool(rows)
+
+    def new_rows(self, command: Command, chunks: list[tuple[str, int, bytes]]) -> list[CommandOutput]:
+        """The rows that store the new part of each (stream, offset, data) chunk, not yet written;
+        `command`'s output record is updated for them (save both in one transaction)."""
         meta = _meta(command)
-        changed = False
+        rows = []
         for stream, offset, data in chunks:
             state = meta[stream]
             have = state["received"]
@@ -66,13 +74,12 @@ class OutputStore:
             room = self.max_bytes - sum(meta[s]["stored"] for s in STREAMS)
             # Keep bytes only while this stream's stored part is still a whole prefix.
             kept = data[: max(room, 0)] if state["stored"] == have else b""
-            sql.insert(CommandOutput(command_id=command.id, stream=stream, offset=have, length=len(data), data=kept))
+            rows.append(CommandOutput(command_id=command.id, stream=stream, offset=have, length=len(data), data=kept))
             state["received"] = have + len(data)
             state["stored"] += len(kept)
-            changed = True
-        if changed:
+        if rows:
             command.output = meta
-        return changed
+        return rows
 
     def read(self, command: Command, stream: str, start: int, end: int) -> bytes:
         """Stored bytes [start, end) of one stream."""

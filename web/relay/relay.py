@@ -57,6 +57,7 @@ from web.models import (
     CommandEvent,
     atomic_write,
     db,
+    event,
     locked,
     log_event,
     now,
@@ -79,6 +80,23 @@ PENDING_STATES = (QUEUED, LEASED, RUNNING)
 # cost does not grow with the machine's history. Run from SQL text (web/sql.py): every call counts.
 COUNT_PENDING = "SELECT COUNT(*) FROM command WHERE machine = ? AND state IN (?, ?, ?)"
 
+
+
+def _may_finish(command: Command) -> bool:
+    """Whether an outcome posted for `command` applies: it is running (or lost, whose unknown outcome
+    a late result replaces); False for a repeat after it finished. Refused before it started."""
+    if command.state in TERMINAL_STATES and command.state != LOST:
+        return False
+    if command.state not in (RUNNING, LOST):
+        raise errors.Conflict(
+            f"command {command.id} is {command.state}: confirm it with start before posting a result",
+            code="not_started",
+        )
+    return True
+
+
+def _finish_detail(command: Command) -> str:
+    return "result" if command.state == RUNNING else "late result replaces the unknown outcome"
 
 class Relay:
     """Submit, claim, start, stream, complete, cancel and wait on commands; track machines."""
@@ -119,7 +137,9 @@ class Relay:
     ) -> Command:
         """Queue a command for `machine` and wake its poll; `machine_busy` past the machine's cap."""
         t = now()
-        with db.connection_context(), atomic_write():
+        with db.connection_context():
+            # Not in one transaction with the writes: on PostgreSQL a count locks nothing anyway (two
+            # processes may each queue one past the cap), and in one process nothing runs in between.
             pending = sql.scalar(Command, COUNT_PENDING, (machine, *PENDING_STATES))
             if pending >= self.config.max_queued_per_machine:
                 raise errors.ToolError(
@@ -139,8 +159,8 @@ class Relay:
                 created_at=t,
                 start_by_at=t + self.config.start_deadline_seconds,
             )
-            transition(command, QUEUED, "client", f"{tool} submitted")
-            sql.insert(command)
+            command.state = QUEUED
+            sql.insert_together([event(command.id, "", QUEUED, "client", f"{tool} submitted", at=t), command])
             # Its wake-up exists before anyone can change it, so a `wait` started later misses nothing.
             self.wakeups.changed(command.id)
         self.wakeups.wake_machine(machine)
@@ -234,27 +254,46 @@ class Relay:
         """
         if state not in AGENT_FINAL_STATES:
             raise errors.BadRequest(f"status must be one of {sorted(AGENT_FINAL_STATES)}, got {state!r}", code="invalid_status")
-        with db.connection_context(), atomic_write():
-            command = owned(machine, command_id)
-            if command.state in TERMINAL_STATES and command.state != LOST:
-                return command, False
-            if command.state not in (RUNNING, LOST):
-                raise errors.Conflict(
-                    f"command {command_id} is {command.state}: confirm it with start before posting a result",
-                    code="not_started",
-                )
-            if chunks:
-                self.output.append(command, chunks)
-            detail = "result" if command.state == RUNNING else "late result replaces the unknown outcome"
-            transition(
-                command, state, "agent", detail,
-                result=result, exit_code=exit_code, error_code=error_code, error_message=error_message, finished_at=now(),
-            )
-            sql.update(command)
+        outcome = {"result": result, "exit_code": exit_code, "error_code": error_code, "error_message": error_message}
+        with db.connection_context():
+            # PostgreSQL: one read, then one statement that writes the outcome, its output and its log
+            # row only if the command is still as it was read; two round trips instead of six (BEGIN,
+            # read, three writes, COMMIT). If another process changed it in between, the transaction decides.
+            finished = self._finish_in_one(machine, command_id, state, outcome, chunks) if sql.writes_in_with(Command) else None
+            if finished is None:
+                with atomic_write():
+                    finished = self._finish(machine, command_id, state, outcome, chunks)
+        command, changed = finished
+        if not changed:
+            return command, False
         if chunks:
             self.output.remember(command, chunks)
         self.wakeups.signal(command_id, command)
         return command, True
+
+    def _finish(self, machine: str, command_id: str, state: str, outcome: dict, chunks: list | None) -> tuple[Command, bool]:
+        command = owned(machine, command_id)
+        if not _may_finish(command):
+            return command, False
+        if chunks:
+            self.output.append(command, chunks)
+        transition(command, state, "agent", _finish_detail(command), **outcome, finished_at=now())
+        sql.update(command)
+        return command, True
+
+    def _finish_in_one(self, machine: str, command_id: str, state: str, outcome: dict, chunks: list | None) -> tuple[Command, bool] | None:
+        command = owned(machine, command_id)
+        if not _may_finish(command):
+            return command, False
+        as_read = (command.state, Command.output.db_value(command.output))
+        rows: list = self.output.new_rows(command, chunks) if chunks else []
+        rows.append(event(command_id, command.state, state, "agent", _finish_detail(command)))
+        command.state = state
+        for name, value in {**outcome, "finished_at": now()}.items():
+            setattr(command, name, value)
+        if sql.update_then_insert(command, "state = ? AND output IS NOT DISTINCT FROM ?", as_read, rows):
+            return command, True
+        return None
 
     # --- reading ------------------------------------------------------------------------------
 
