@@ -100,8 +100,8 @@ class SharedSession(Session):
                 if unforgotten >= FORGET_EVERY:
                     store.forget(self.id, last)
                     unforgotten = 0
-                if rows[-1][1] is not None:
-                    continue  # there may be more
+                if len(rows) == READ_BATCH:
+                    continue  # there may be more; a shorter read had everything (a later message sets `woken`)
                 if closed or store.draining:
                     return
                 if not woken.wait(heartbeat_seconds):

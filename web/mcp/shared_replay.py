@@ -30,9 +30,10 @@ from web.models import McpMessage, McpStream, db
 
 log = logging.getLogger(__name__)
 
+FOLLOW_BATCH = 100
 FOLLOW = (
     "SELECT s.done, s.owner, s.request, m.id, m.body FROM mcp_stream s "
-    "LEFT JOIN mcp_message m ON m.stream_id = s.id AND m.id > ? WHERE s.id = ? ORDER BY m.id LIMIT 100"
+    f"LEFT JOIN mcp_message m ON m.stream_id = s.id AND m.id > ? WHERE s.id = ? ORDER BY m.id LIMIT {FOLLOW_BATCH}"
 )
 # The session's finished answers past the newest MAX_FINISHED, with their messages (PostgreSQL).
 FORGET_FINISHED = (
@@ -85,10 +86,15 @@ class SharedReplay:
 
     def add(self, messages: list[dict[str, Any]], *, last: bool = False) -> None:
         t = time.time()
+        bodies = [json.dumps(message, separators=(",", ":"), ensure_ascii=False) for message in messages]
         with db.connection_context():
-            append(self.id, [json.dumps(message, separators=(",", ":"), ensure_ascii=False) for message in messages], t)
-            if last:
-                McpStream.update(done=True).where(McpStream.id == self.id).execute()
+            if last and len(bodies) == 1 and sql.writes_in_with(McpStream):  # an answer: one statement
+                db.execute_sql(f"WITH answer AS ({APPEND_IN_TURN}) UPDATE mcp_stream SET done = true WHERE id = %s",
+                               (self.id, bodies[0], t, MESSAGE_LOCKS, self.id, self.id))
+            else:
+                append(self.id, bodies, t)
+                if last:
+                    McpStream.update(done=True).where(McpStream.id == self.id).execute()
         self.done = self.done or last
         self.store.signals.set(self.id)
         self.store.bus.publish("stream", self.id)
@@ -115,14 +121,13 @@ class SharedReplay:
                 if key is not None:
                     sent = key
                     yield key, json.loads(body)
-            if rows[-1][3] is not None:
-                continue
+            if len(rows) == FOLLOW_BATCH:
+                continue  # there may be more; a shorter read had everything (a later message sets `woken`)
             if done:
                 return
             if check_producer:
                 check_producer = False
                 self._adopt_if_orphaned(owner, json.loads(request) if request else None)
-                continue
             if not woken.wait(heartbeat_seconds):
                 check_producer = True
                 yield None
