@@ -106,6 +106,13 @@ def insert(instance: Model) -> None:
     instance._dirty.clear()
 
 
+def insert_text(instance: Model) -> tuple[str, list[Any]]:
+    """The INSERT of `instance` (its key set) and its parameters, to be part of a larger statement."""
+    data, fields = instance.__data__, instance._meta.fields
+    names = tuple(data)
+    return _insert_text(type(instance), names, None), [fields[name].db_value(data[name]) for name in names]
+
+
 def insert_together(instances: Sequence[Model]) -> None:
     """INSERT rows with keys already set, all or none. On PostgreSQL they go as one message of several
     statements, which the server runs as one transaction: one round trip instead of a BEGIN, one per

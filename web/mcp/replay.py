@@ -73,7 +73,9 @@ class Replays:
     def __init__(self) -> None:
         self._kept: collections.OrderedDict[str, Replay] = collections.OrderedDict()
 
-    def open(self) -> Replay:
+    def open(self, request: dict[str, Any] | None = None) -> Replay:
+        """A new answer stream; `request` is what another process would need to finish it (see
+        Replay.record)."""
         replay = Replay()
         self._kept[replay.id] = replay
         finished = [key for key, kept in self._kept.items() if kept.done]

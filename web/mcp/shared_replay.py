@@ -37,7 +37,7 @@ FOLLOW = (
 )
 # The session's finished answers past the newest MAX_FINISHED, with their messages (PostgreSQL).
 FORGET_FINISHED = (
-    "WITH old AS (SELECT id FROM mcp_stream WHERE session_id = ? AND done ORDER BY created_at DESC OFFSET ?), "
+    "old AS (SELECT id FROM mcp_stream WHERE session_id = ? AND done ORDER BY created_at DESC OFFSET ?), "
     "messages AS (DELETE FROM mcp_message WHERE stream_id IN (SELECT id FROM old)) "
     "DELETE FROM mcp_stream WHERE id IN (SELECT id FROM old)"
 )
@@ -159,13 +159,15 @@ class SharedReplays:
         self.store = store
         self.session_id = session_id
 
-    def open(self) -> SharedReplay:
+    def open(self, request: dict[str, Any] | None = None) -> SharedReplay:
         replay = SharedReplay(self.store, secrets.token_hex(8))
+        record = McpStream(id=replay.id, session_id=self.session_id, owner=self.store.bus.origin, created_at=time.time(), request=request)
         with db.connection_context():
-            sql.insert(McpStream(id=replay.id, session_id=self.session_id, owner=self.store.bus.origin, created_at=time.time()))
-            if sql.writes_in_with(McpStream):  # one statement, not a look and two deletes
-                sql.execute(McpStream, FORGET_FINISHED, (self.session_id, MAX_FINISHED))
+            if sql.writes_in_with(McpStream):  # one statement, not an insert, a look and two deletes
+                text, params = sql.insert_text(record)
+                sql.execute(McpStream, f"WITH opened AS ({text}), {FORGET_FINISHED}", (*params, self.session_id, MAX_FINISHED))
                 return replay
+            sql.insert(record)
             finished = (
                 McpStream.select(McpStream.id)
                 .where((McpStream.session_id == self.session_id) & (McpStream.done == True))  # noqa: E712

@@ -291,10 +291,9 @@ def _answer(
             return json_response(answer, status)
     # Kept in the session, with event ids, where the revision lets a client resume it.
     resumable = session is not None and version in RESUMABLE_VERSIONS
-    replay = session.replays.open() if resumable else Replay()
+    replay = session.replays.open(request if request_id is not None else None) if resumable else Replay()
     if resumable and request_id is not None:
         kept.append(replay)
-        replay.record(request)
     threading.Thread(target=_keep, args=(first, outbox, replay), daemon=True, name="mcp-http-replay").start()
     stream = _stream_replay(
         replay, 0, services().config.heartbeat_seconds, session, ids=resumable, priming=version in PRIMING_VERSIONS
