@@ -23,6 +23,10 @@ with the spread of calls/s across repeats.
     .venv/bin/python scripts/bench.py --database postgresql     # on a throwaway local PostgreSQL cluster
     .venv/bin/python scripts/bench.py --database postgresql --instances 3   # through nginx, as a PaaS runs it
 
+`--baseline REV` runs every row also against commit REV's server and agent, interleaved, and prints this
+checkout's figures over REV's: a change is judged against the commit before it in one run
+(scripts/bench_baseline.py).
+
 `--floor` runs every row also against the official `mcp` SDK's own server running the tools in-process
 (scripts/bench_floor.py), interleaved, adds `read_file` rows at c=1, and prints the relay's figures over
 the floor's with the targets.
@@ -71,6 +75,7 @@ sys.path.insert(0, str(ROOT))
 import bench_idle  # noqa: E402
 import bench_tools  # noqa: E402
 import bench_wakeup  # noqa: E402
+import bench_baseline  # noqa: E402
 from bench_floor import FloorServer, print_ratios  # noqa: E402
 from bench_profile import Profiles  # noqa: E402
 from bench_views import live_views  # noqa: E402
@@ -430,6 +435,9 @@ def main() -> int:
     parser.add_argument("--profile", action="store_true",
                         help="record the server worker(s) and the agent with py-spy through the rows and print their top "
                              "functions (scripts/bench_profile.py)")
+    parser.add_argument("--baseline", metavar="REV",
+                        help="also run every row, interleaved, against commit REV's server and agent (one server, "
+                             "not with --instances; scripts/bench_baseline.py) and print this checkout's figures over its")
     parser.add_argument("--floor", action="store_true",
                         help="also run every row, interleaved, against the official mcp SDK's own server running the tools "
                              "in-process (scripts/bench_floor.py), add read_file rows at c=1, and print the ratios")
@@ -452,6 +460,9 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="code-remote-bench-"))
     database.MODE = args.database
     server = agent = cluster = floor = profiles = None
+    baseline = baseline_agent = None
+    if args.baseline and args.instances:
+        parser.error("--baseline runs one server; leave out --instances")
     try:
         if args.instances:
             cluster = Cluster(workdir / "cluster", instances=args.instances, agents=0, web_concurrency=args.web_concurrency,
@@ -475,6 +486,17 @@ def main() -> int:
         TOOLS["read_file"] = ("read_file", {"path": str(read_path)})
         if args.floor:
             floor = FloorServer(workdir / "floor.log").start()
+        if args.baseline:
+            code = workdir / "baseline-code"
+            baseline_label = f"commit {bench_baseline.export(args.baseline, code)}"
+            baseline = Server(workdir / "baseline", root=code)
+            baseline.env["ACCESS_LOG"] = server.env["ACCESS_LOG"]
+            baseline.start()
+            fill_history(baseline.database_url, "bench", args.history)
+            # Its roots include this agent's scratch folder, so that both read the same file.
+            baseline_agent = Agent(baseline, workdir / "baseline-agent", "bench", root=code,
+                                   env={"ALLOWED_ROOTS": os.pathsep.join([str(agent.home), str(agent.scratch)])}).start()
+            baseline_workers = [gunicorn_worker(baseline.process.proc.pid)]
         proxy_pid = cluster.balancer.process.proc.pid if cluster else None
 
         def cpu() -> list[float]:
@@ -490,7 +512,7 @@ def main() -> int:
             transports = ["sse"]
         view_counts = [0, args.live_views] if args.live_views else [0]
         tools = [("echo", n) for n in levels] + ([("read_file", 1)] if args.floor else [])
-        targets = ["relay", "floor"] if args.floor else ["relay"]
+        targets = ["relay"] + (["floor"] if args.floor else []) + (["baseline"] if baseline else [])
         rows = [(t, c, n, v, tool, where) for t in transports for c in clients for tool, n in tools
                 for v in (view_counts if tool == "echo" else [0]) for where in targets]
         rss_before = rss("VmRSS")
@@ -502,6 +524,8 @@ def main() -> int:
               f"{layout} (RSS {rss_before:.1f} MB), agent pid {agent_pid}")
         if floor:
             print(f"floor: {floor.describe()}; its CPU is in the server column")
+        if baseline:
+            print(f"baseline: {baseline_label}, server worker pid {baseline_workers[0]}, agent pid {baseline_agent.process.proc.pid}")
         if args.idle:
             settings = ", ".join(f"{k}={'(set)' if k == 'METRICS_TOKEN' else server.env[k]}" for k in IDLE_SETTINGS)
             print(f"idle: server settings {settings}; "
@@ -522,6 +546,11 @@ def main() -> int:
         def floor_cpu() -> list[float]:
             return [cpu_seconds(floor.pid), 0.0, time.process_time()] + ([0.0] if proxy_pid else [])
 
+        def baseline_cpu() -> list[float]:
+            return [sum(cpu_seconds(w) for w in baseline_workers), cpu_seconds(baseline_agent.process.proc.pid), time.process_time()]
+
+        serving_by = {"relay": (target, cpu), "floor": (floor, floor_cpu), "baseline": (baseline, baseline_cpu)}
+
         results: dict[tuple, list[dict[str, Any]]] = {row: [] for row in rows}
         if args.profile:
             profiles = Profiles(workdir, {**{f"server worker {pid}": pid for pid in workers}, f"agent {agent_pid}": agent_pid})
@@ -530,9 +559,9 @@ def main() -> int:
             for row in rows:
                 transport, client, concurrency, views, tool, where = row
                 opener = (lambda v=views: live_views(target.url, target.token, v)) if views else None
-                serving = floor if where == "floor" else target
+                serving, serving_cpu = serving_by[where]
                 outcome = anyio.run(run_row, session_factory(client, transport, serving.url, serving.token, tool),
-                                    concurrency, args.calls, args.time_cap, floor_cpu if where == "floor" else cpu, opener)
+                                    concurrency, args.calls, args.time_cap, serving_cpu, opener)
                 results[row].append(outcome)
                 print(f"  run {repeat + 1} {transport:4} {client:8} {tool:9} {where:5} c={concurrency:<3} views={views} "
                       f"p50 {percentile(outcome['latencies'], 0.5):6.1f} ms  "
@@ -546,6 +575,8 @@ def main() -> int:
             print_views(results)
         if floor:
             print_ratios(results, percentile)
+        if baseline:
+            bench_baseline.print_ratios(results, percentile, baseline_label)
         if profiles:
             profiles.print_summary()
         print(f"\nserver worker RSS: {rss_before:.1f} MB before, {rss('VmRSS'):.1f} MB after "
@@ -574,7 +605,7 @@ def main() -> int:
     finally:
         if profiles:
             profiles.stop()
-        for part in (agent, server, cluster, floor):
+        for part in (agent, server, cluster, floor, baseline_agent, baseline):
             if part:
                 part.stop()
         database.shutdown()
@@ -582,6 +613,9 @@ def main() -> int:
             print(f"logs kept in {workdir}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+SERVED_BY = {"floor": "SDK floor", "relay": "relay", "baseline": "baseline"}
 
 
 def print_table(results: dict[tuple, list[dict[str, Any]]], *, proxy: bool = False) -> None:
@@ -604,7 +638,7 @@ def print_table(results: dict[tuple, list[dict[str, Any]]], *, proxy: bool = Fal
             f"{latency[0]:6.1f} {latency[1]:6.1f} {latency[2]:6.1f}  "
             f"{statistics.median(rates):7.0f} {f'{min(rates):.0f}-{max(rates):.0f}':>11}  "
             f"{cpu[0]:7.2f} {cpu[1]:6.2f} {cpu[2]:7.2f}" + (f" {cpu[3]:6.2f}" if proxy else "")
-            + f"  {sum(len(run['errors']) for run in runs):6}  {tool:9} {'SDK floor' if where == 'floor' else 'relay'}"
+            + f"  {sum(len(run['errors']) for run in runs):6}  {tool:9} {SERVED_BY.get(where, where)}"
         )
 
 

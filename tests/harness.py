@@ -146,8 +146,9 @@ def base_env(**extra: str) -> dict[str, str]:
 class Server:
     """gunicorn with the gevent worker, as the Procfile runs it, on a throwaway database (tests/database.py)."""
 
-    def __init__(self, workdir: Path, *, token: str = TOKEN, port: int | None = None, env: dict[str, str] | None = None) -> None:
-        self.workdir = workdir
+    def __init__(self, workdir: Path, *, token: str = TOKEN, port: int | None = None, env: dict[str, str] | None = None,
+                 root: Path = ROOT) -> None:
+        self.workdir, self.root = workdir, root  # `root`: the checkout whose code runs (another commit's, in a bench)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.token = token
         self.port = port or free_port()
@@ -171,9 +172,10 @@ class Server:
         self.process: Process | None = None
 
     def start(self) -> Server:
-        subprocess.run([PYTHON, "-m", "migrations"], cwd=ROOT, env=self.env, check=True, capture_output=True, timeout=60)
+        subprocess.run([PYTHON, "-m", "migrations"], cwd=self.root, env=self.env, check=True, capture_output=True, timeout=60)
         gunicorn = str(Path(PYTHON).with_name("gunicorn"))
-        self.process = Process([gunicorn, "-c", "gunicorn.conf.py", "wsgi:app"], env=self.env, log_path=self.workdir / "server.log")
+        self.process = Process([gunicorn, "-c", "gunicorn.conf.py", "wsgi:app"], env=self.env, log_path=self.workdir / "server.log",
+                               cwd=self.root)
         wait_for(self._healthy, timeout=30, what=f"server on {self.url} (log: {self.workdir / 'server.log'})")
         return self
 
@@ -210,8 +212,9 @@ class Server:
 class Agent:
     """A real agent process with a throwaway HOME and roots under `workdir`."""
 
-    def __init__(self, server: Server, workdir: Path, name: str = "box", *, env: dict[str, str] | None = None) -> None:
-        self.server, self.name = server, name
+    def __init__(self, server: Server, workdir: Path, name: str = "box", *, env: dict[str, str] | None = None,
+                 root: Path = ROOT) -> None:
+        self.server, self.name, self.root = server, name, root
         self.home = workdir / f"home-{name}"
         self.scratch = workdir / f"scratch-{name}"
         self.home.mkdir(parents=True, exist_ok=True)
@@ -230,7 +233,7 @@ class Agent:
         self.process: Process | None = None
 
     def start(self, *, wait_online: bool = True) -> Agent:
-        self.process = Process([PYTHON, "-m", "agent"], env=self.env, log_path=self.log_path)
+        self.process = Process([PYTHON, "-m", "agent"], env=self.env, log_path=self.log_path, cwd=self.root)
         if wait_online:
             wait_for(self.online, timeout=20, what=f"agent {self.name} online (log: {self.log_path})")
         return self

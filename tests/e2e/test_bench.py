@@ -35,8 +35,7 @@ def test_bench_with_instances_runs_through_nginx_and_measures_the_cross_instance
                        r"p50 ([\d.]+) ms, p95 ([\d.]+) ms", run.stdout, re.MULTILINE)
     assert wakeup, run.stdout[-3000:] + run.stderr[-3000:]
     assert 0 < float(wakeup.group(1)) <= float(wakeup.group(2))
-    if run.returncode != 0:
-        pytest.xfail("needs the shared session bus: sessions opened through nginx fail today\n" + run.stdout[-1500:])
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
 
 
 def test_bench_floor_runs_the_sdk_server_beside_the_relay_and_prints_the_ratios():
@@ -53,6 +52,27 @@ def test_bench_floor_runs_the_sdk_server_beside_the_relay_and_prints_the_ratios(
     for tool, figure, ours, theirs, ratio, sign, goal, verdict in ratios:
         assert abs(float(ours) / float(theirs) - float(ratio)) < 0.05 * float(ratio) + 0.01, (tool, figure, run.stdout)
         assert bool(goal) == (figure == "p50"), run.stdout  # the targets at c=1: both p50s
+
+
+def test_bench_baseline_runs_another_commit_beside_this_checkout_and_prints_the_ratios():
+    argv = [PYTHON, "scripts/bench.py", "--baseline", "HEAD", "--calls", "3", "--repeat", "1", "--concurrency", "1", "--client", "raw",
+            "--transport", "http", "--history", "100", "--tool-files", "0"]
+    run = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert re.search(r"^baseline: commit [0-9a-f]{7,}, server worker pid \d+", run.stdout, re.MULTILINE), run.stdout
+    served = re.findall(r"^http\s+raw\s+\S+\s+1\s+0\s+3\s.*\secho\s+(relay|baseline)$", run.stdout, re.MULTILINE)
+    assert sorted(served) == ["baseline", "relay"], run.stdout
+    ratios = re.findall(r"^  ratio http raw\s+echo\s+c=1\s+views=0 (p50|calls/s)\s+([\d.]+)(?: ms)? vs\s+([\d.]+)(?: ms)?: +([\d.]+)x",
+                        run.stdout, re.MULTILINE)
+    assert [figure for figure, *_ in ratios] == ["p50", "calls/s"], run.stdout
+    for figure, ours, theirs, ratio in ratios:
+        assert abs(float(ours) / float(theirs) - float(ratio)) < 0.05 * float(ratio) + 0.01, (figure, run.stdout)
+
+
+def test_bench_baseline_names_a_revision_that_does_not_exist():
+    argv = [PYTHON, "scripts/bench.py", "--baseline", "no-such-commit", "--calls", "1", "--tool-files", "0"]
+    run = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert run.returncode != 0 and "--baseline: 'no-such-commit' is not a commit of this repository" in run.stdout + run.stderr
 
 
 def test_bench_idle_holds_streams_and_polls_and_reads_the_loop_lag_probe():
