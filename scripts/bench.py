@@ -76,6 +76,7 @@ import bench_idle  # noqa: E402
 import bench_tools  # noqa: E402
 import bench_wakeup  # noqa: E402
 import bench_baseline  # noqa: E402
+import bench_layouts  # noqa: E402
 from bench_floor import FloorServer, print_ratios  # noqa: E402
 from bench_profile import Profiles  # noqa: E402
 from bench_views import live_views  # noqa: E402
@@ -435,6 +436,9 @@ def main() -> int:
     parser.add_argument("--profile", action="store_true",
                         help="record the server worker(s) and the agent with py-spy through the rows and print their top "
                              "functions (scripts/bench_profile.py)")
+    parser.add_argument("--layouts", metavar="DB:N,...",
+                        help="also run every row, interleaved, against these deployments of this checkout, e.g. "
+                             "postgresql:1,postgresql:3 (scripts/bench_layouts.py), and print every pair's ratios")
     parser.add_argument("--baseline", metavar="REV",
                         help="also run every row, interleaved, against commit REV's server and agent (one server, "
                              "not with --instances; scripts/bench_baseline.py) and print this checkout's figures over its")
@@ -461,6 +465,8 @@ def main() -> int:
     database.MODE = args.database
     server = agent = cluster = floor = profiles = None
     baseline = baseline_agent = None
+    layouts = bench_layouts.parse(args.layouts or "")
+    stacks: list = []
     if args.baseline and args.instances:
         parser.error("--baseline runs one server; leave out --instances")
     try:
@@ -497,6 +503,10 @@ def main() -> int:
             baseline_agent = Agent(baseline, workdir / "baseline-agent", "bench", root=code,
                                    env={"ALLOWED_ROOTS": os.pathsep.join([str(agent.home), str(agent.scratch)])}).start()
             baseline_workers = [gunicorn_worker(baseline.process.proc.pid)]
+        for n, (kind, count) in enumerate(layouts):
+            stacks.append(bench_layouts.Stack(workdir / f"layout-{n}", kind, count, args.history, fill_history=fill_history,
+                                              cpu_seconds=cpu_seconds, worker_of=gunicorn_worker,
+                                              roots=os.pathsep.join([str(agent.home), str(agent.scratch)])))
         proxy_pid = cluster.balancer.process.proc.pid if cluster else None
 
         def cpu() -> list[float]:
@@ -512,7 +522,8 @@ def main() -> int:
             transports = ["sse"]
         view_counts = [0, args.live_views] if args.live_views else [0]
         tools = [("echo", n) for n in levels] + ([("read_file", 1)] if args.floor else [])
-        targets = ["relay"] + (["floor"] if args.floor else []) + (["baseline"] if baseline else [])
+        primary = bench_layouts.name(args.database, args.instances or 1, behind_nginx=bool(cluster))
+        targets = ["relay"] + (["floor"] if args.floor else []) + (["baseline"] if baseline else []) + [stack.name for stack in stacks]
         rows = [(t, c, n, v, tool, where) for t in transports for c in clients for tool, n in tools
                 for v in (view_counts if tool == "echo" else [0]) for where in targets]
         rss_before = rss("VmRSS")
@@ -526,6 +537,9 @@ def main() -> int:
             print(f"floor: {floor.describe()}; its CPU is in the server column")
         if baseline:
             print(f"baseline: {baseline_label}, server worker pid {baseline_workers[0]}, agent pid {baseline_agent.process.proc.pid}")
+        for stack in stacks:
+            print(f"layout {stack.name}: server worker pids {', '.join(map(str, stack.workers))}, agent pid {stack.agent.process.proc.pid}"
+                  f"; 'relay' rows are {primary}")
         if args.idle:
             settings = ", ".join(f"{k}={'(set)' if k == 'METRICS_TOKEN' else server.env[k]}" for k in IDLE_SETTINGS)
             print(f"idle: server settings {settings}; "
@@ -549,7 +563,8 @@ def main() -> int:
         def baseline_cpu() -> list[float]:
             return [sum(cpu_seconds(w) for w in baseline_workers), cpu_seconds(baseline_agent.process.proc.pid), time.process_time()]
 
-        serving_by = {"relay": (target, cpu), "floor": (floor, floor_cpu), "baseline": (baseline, baseline_cpu)}
+        serving_by = {"relay": (target, cpu), "floor": (floor, floor_cpu), "baseline": (baseline, baseline_cpu),
+                      **{stack.name: (stack, stack.cpu) for stack in stacks}}
 
         results: dict[tuple, list[dict[str, Any]]] = {row: [] for row in rows}
         if args.profile:
@@ -570,13 +585,16 @@ def main() -> int:
                       + ("  (time cap hit)" if outcome["capped"] else ""), flush=True)
         if profiles:
             profiles.stop()
-        print_table(results, proxy=bool(proxy_pid))
+        print_table(results, proxy=bool(proxy_pid), labels={"relay": primary} if stacks else None)
         if args.live_views:
             print_views(results)
         if floor:
             print_ratios(results, percentile)
         if baseline:
             bench_baseline.print_ratios(results, percentile, baseline_label)
+        if stacks:
+            renamed = {(*key[:5], primary if key[5] == "relay" else key[5]): runs for key, runs in results.items()}
+            bench_layouts.print_ratios(renamed, percentile, [primary] + [stack.name for stack in stacks])
         if profiles:
             profiles.print_summary()
         print(f"\nserver worker RSS: {rss_before:.1f} MB before, {rss('VmRSS'):.1f} MB after "
@@ -589,10 +607,11 @@ def main() -> int:
             except Exception as error:  # reported and counted; the table above stands
                 errors.append(f"tool rows: {type(error).__name__}: {error}")
                 print(f"tool rows failed: {errors[-1]}")
-        if cluster and args.instances >= 2 and args.wakeups > 0:
-            a, b = cluster.instances[0], cluster.instances[1]
+        clusters = [c for c in [cluster] + [stack.cluster for stack in stacks] if c is not None and len(c.instances) >= 2]
+        for measured in clusters[:1] if args.wakeups > 0 else []:
+            a, b = measured.instances[0], measured.instances[1]
             try:
-                wakeups = bench_wakeup.measure(a.url, b.url, cluster.token, args.wakeups)
+                wakeups = bench_wakeup.measure(a.url, b.url, measured.token, args.wakeups)
                 print(f"cross-instance wake-up (submit on {a.name} to poll answered on {b.name}, {len(wakeups)} samples): "
                       f"p50 {percentile(wakeups, 0.5):.1f} ms, p95 {percentile(wakeups, 0.95):.1f} ms, "
                       f"max {max(wakeups):.1f} ms")
@@ -605,7 +624,7 @@ def main() -> int:
     finally:
         if profiles:
             profiles.stop()
-        for part in (agent, server, cluster, floor, baseline_agent, baseline):
+        for part in (agent, server, cluster, floor, baseline_agent, baseline, *stacks):
             if part:
                 part.stop()
         database.shutdown()
@@ -618,7 +637,7 @@ def main() -> int:
 SERVED_BY = {"floor": "SDK floor", "relay": "relay", "baseline": "baseline"}
 
 
-def print_table(results: dict[tuple, list[dict[str, Any]]], *, proxy: bool = False) -> None:
+def print_table(results: dict[tuple, list[dict[str, Any]]], *, proxy: bool = False, labels: dict[str, str] | None = None) -> None:
     """Medians over the repeats; calls/s also with its min-max, the measure of how noisy the run was."""
     columns = 4 if proxy else 3
     print(f"\n{'':48}{'latency ms':^20}  {'calls/s':^19}  {'CPU ms per call':^{22 + 7 * (columns - 3)}}")
@@ -638,7 +657,7 @@ def print_table(results: dict[tuple, list[dict[str, Any]]], *, proxy: bool = Fal
             f"{latency[0]:6.1f} {latency[1]:6.1f} {latency[2]:6.1f}  "
             f"{statistics.median(rates):7.0f} {f'{min(rates):.0f}-{max(rates):.0f}':>11}  "
             f"{cpu[0]:7.2f} {cpu[1]:6.2f} {cpu[2]:7.2f}" + (f" {cpu[3]:6.2f}" if proxy else "")
-            + f"  {sum(len(run['errors']) for run in runs):6}  {tool:9} {SERVED_BY.get(where, where)}"
+            + f"  {sum(len(run['errors']) for run in runs):6}  {tool:9} {(labels or {}).get(where) or SERVED_BY.get(where, where)}"
         )
 
 

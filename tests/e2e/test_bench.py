@@ -75,6 +75,28 @@ def test_bench_baseline_names_a_revision_that_does_not_exist():
     assert run.returncode != 0 and "--baseline: 'no-such-commit' is not a commit of this repository" in run.stdout + run.stderr
 
 
+@pytest.mark.skipif(not database.PG_BIN_DIRS, reason="needs PostgreSQL (Debian: apt-get install postgresql)")
+def test_bench_layouts_run_other_deployments_in_the_same_run_and_print_every_pair():
+    argv = [PYTHON, "scripts/bench.py", "--layouts", "postgresql:1", "--calls", "3", "--repeat", "1", "--concurrency", "1",
+            "--client", "raw", "--transport", "http", "--history", "100", "--tool-files", "0"]
+    run = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=180)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    served = re.findall(r"^http\s+raw\s+\S+\s+1\s+0\s+3\s.*\secho\s+(\S+)$", run.stdout, re.MULTILINE)
+    assert sorted(served) == ["pgx1", "sqlitex1"], run.stdout
+    pairs = re.findall(r"^  http raw\s+echo\s+c=1\s+(p50|calls/s)\s+pgx1 / sqlitex1: +([\d.]+)(?: ms)? / +([\d.]+)(?: ms)? = +([\d.]+)x",
+                       run.stdout, re.MULTILINE)
+    assert [figure for figure, *_ in pairs] == ["p50", "calls/s"], run.stdout
+    for figure, ours, theirs, ratio in pairs:
+        assert abs(float(ours) / float(theirs) - float(ratio)) < 0.05 * float(ratio) + 0.01, (figure, run.stdout)
+
+
+@pytest.mark.parametrize("layouts, error", [("sqlite:2", "SQLite serves one process"), ("mysql:1", "is not DATABASE:INSTANCES"),
+                                            ("postgresql:0", "is not DATABASE:INSTANCES")])
+def test_bench_layouts_that_cannot_run_are_refused_before_anything_starts(layouts, error):
+    run = subprocess.run([PYTHON, "scripts/bench.py", "--layouts", layouts], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert run.returncode != 0 and error in run.stderr and "code-remote" not in run.stdout, run.stdout + run.stderr
+
+
 def test_bench_idle_holds_streams_and_polls_and_reads_the_loop_lag_probe():
     argv = [PYTHON, "scripts/bench.py", "--idle", "40", "--idle-hold", "1", "--calls", "10", "--repeat", "1", "--history", "100"]
     run = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=120)
