@@ -386,6 +386,7 @@ class McpSession(BaseModel):
     # The session's own stream (GET /sse, GET /mcp) is held while this is recent: its holder
     # refreshes it at every keep-alive.
     stream_held_at = DoubleField(null=True)
+    stream_holder = CharField(max_length=32, null=True)  # the origin (web/bus.py) of the process holding it
     closed_at = DoubleField(null=True)
 
     class Meta:

@@ -145,3 +145,16 @@ def test_a_throttle_counts_one_limit_across_processes(url):
         here.hit(address)
     with pytest.raises(errors.TooManyRequests):
         there.hit("2001:db8::ffff")  # an IPv6 /64 counts as one address
+
+
+def test_a_get_stream_held_by_a_process_that_died_is_taken_over_at_once(buses):
+    from web.mcp.shared import SharedSessions
+
+    here, there = SharedSessions(buses[0], 3600), SharedSessions(buses[1], 3600)
+    session = here.open("owner", "http")
+    assert here.get(session.id, "owner", "http").hold_stream()
+    elsewhere = there.get(session.id, "owner", "http")
+    assert not elsewhere.hold_stream(), "a second GET stream is refused while its holder lives"
+    buses[0].close()  # the holding process dies (kill -9): its liveness lock goes with its connection
+    wait_for(lambda: not buses[1].alive(buses[0].origin), timeout=10, what="the holder to be seen gone")
+    assert elsewhere.hold_stream(), "taken over at once, not two keep-alives later"

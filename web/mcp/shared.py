@@ -8,7 +8,8 @@ session's requests to any process (web/mcp/session.py has the interface and the 
   The sender inserts it and publishes `session`; the process holding the stream (GET /sse, GET
   /mcp) is woken, reads what is new in one statement, sends it, and deletes what it sent.
 * The one GET stream a Streamable HTTP session may have is claimed in the row (`stream_held_at`,
-  refreshed at every keep-alive): a claim older than two keep-alives belonged to a process that died.
+  refreshed at every keep-alive, and `stream_holder`, the holding process): a claim older than two
+  keep-alives, or whose holder is no longer alive (web/bus.py), is taken over.
 * Resumable answers are rows too (web/mcp/shared_replay.py), so `Last-Event-ID` works anywhere.
 
 Closed and expired sessions are swept, with their messages and answers, at most once a minute.
@@ -42,7 +43,12 @@ PENDING = (
     "SELECT s.closed_at, m.id, m.body FROM mcp_session s "
     "LEFT JOIN mcp_message m ON m.stream_id = s.id AND m.id > ? WHERE s.id = ? ORDER BY m.id LIMIT ?"
 )
-HOLD = "UPDATE mcp_session SET stream_held_at = ? WHERE id = ? AND closed_at IS NULL AND (stream_held_at IS NULL OR stream_held_at < ?)"
+HOLD = (
+    "UPDATE mcp_session SET stream_held_at = ?, stream_holder = ? WHERE id = ? AND closed_at IS NULL "
+    "AND (stream_held_at IS NULL OR stream_held_at < ?)"
+)
+# The same, from a holder found dead (of two processes trying, one wins).
+TAKE_OVER = "UPDATE mcp_session SET stream_held_at = ?, stream_holder = ? WHERE id = ? AND closed_at IS NULL AND stream_holder = ?"
 
 
 class SharedSession(Session):
@@ -71,16 +77,23 @@ class SharedSession(Session):
                 McpSession.update(last_active_at=t).where(McpSession.id == self.id).execute()
 
     def hold_stream(self) -> bool:
-        t = time.time()
+        """Claim the session's one GET stream: free, stale (two keep-alives old), or held by a process
+        that is gone (its claim would otherwise refuse the client for up to two keep-alives)."""
+        t, bus = time.time(), self.store.bus
         stale = t - 2 * self.store.heartbeat_seconds
         with db.connection_context():
-            self.listening = sql.execute(McpSession, HOLD, (t, self.id, stale)).rowcount == 1
+            self.listening = sql.execute(McpSession, HOLD, (t, bus.origin, self.id, stale)).rowcount == 1
+            if not self.listening:
+                rows = sql.execute(McpSession, "SELECT stream_holder FROM mcp_session WHERE id = ?", (self.id,)).fetchall()
+                holder = rows[0][0] if rows else None
+                if holder and holder != bus.origin and not bus.alive(holder):
+                    self.listening = sql.execute(McpSession, TAKE_OVER, (t, bus.origin, self.id, holder)).rowcount == 1
         return self.listening
 
     def release_stream(self) -> None:
         self.listening = False
         with db.connection_context():
-            McpSession.update(stream_held_at=None).where(McpSession.id == self.id).execute()
+            McpSession.update(stream_held_at=None, stream_holder=None).where(McpSession.id == self.id).execute()
 
     def messages(self, heartbeat_seconds: float) -> Iterator[dict[str, Any] | None]:
         store, last, unforgotten = self.store, 0, 0
