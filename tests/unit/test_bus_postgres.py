@@ -158,3 +158,5 @@ def test_a_get_stream_held_by_a_process_that_died_is_taken_over_at_once(buses):
     buses[0].close()  # the holding process dies (kill -9): its liveness lock goes with its connection
     wait_for(lambda: not buses[1].alive(buses[0].origin), timeout=10, what="the holder to be seen gone")
     assert elsewhere.hold_stream(), "taken over at once, not two keep-alives later"
+    here.get(session.id, "owner", "http").release_stream()  # the old holder's late clean-up
+    assert not here.get(session.id, "owner", "http").hold_stream(), "the new holder's claim survives it"

@@ -93,7 +93,10 @@ class SharedSession(Session):
     def release_stream(self) -> None:
         self.listening = False
         with db.connection_context():
-            McpSession.update(stream_held_at=None, stream_holder=None).where(McpSession.id == self.id).execute()
+            # Only its own claim: one taken over by another process meanwhile stays that process's.
+            McpSession.update(stream_held_at=None, stream_holder=None).where(
+                (McpSession.id == self.id) & (McpSession.stream_holder == self.store.bus.origin)
+            ).execute()
 
     def messages(self, heartbeat_seconds: float) -> Iterator[dict[str, Any] | None]:
         store, last, unforgotten = self.store, 0, 0
