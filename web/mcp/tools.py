@@ -218,20 +218,22 @@ class ToolBox:
         return "\n".join(outcome.summary_line(c) for c in commands), typed
 
     def _pick_machine(self, requested: str | None) -> str:
-        machines = self.relay.machines()
-        online = [m for m in machines if self.relay.is_online(m)]
         if requested is not None:
-            match = next((m for m in machines if m.name == requested), None)
+            # One row, not the list: with thousands of machines, reading them all blocked the worker
+            # for tens of milliseconds on every call that named its machine (scripts/bench.py --idle).
+            match = self.relay.machine(requested)
             if match is None:
                 raise errors.ToolError(
-                    f"unknown machine {requested!r}; known machines: {self._describe(machines)}", code="unknown_machine"
+                    f"unknown machine {requested!r}; known machines: {self._describe(self.relay.machines())}", code="unknown_machine"
                 )
-            if match not in online:
+            if not self.relay.is_online(match):
                 ago = time.time() - self.relay.last_seen_at(match)
                 raise errors.ToolError(
                     f"machine {requested!r} is offline: its agent has not polled for {ago:.0f} s", code="agent_offline"
                 )
             return match.name
+        machines = self.relay.machines()
+        online = [m for m in machines if self.relay.is_online(m)]
         if len(online) == 1:
             return online[0].name
         if not online:
