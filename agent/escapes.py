@@ -33,6 +33,10 @@ log = logging.getLogger(__name__)
 
 COOKIE_VARIABLE = "CODE_REMOTE_COMMAND_COOKIE"
 MAX_ROUNDS = 5
+# A process whose environment reads empty (in its exec) is looked at again this often, this far apart.
+UNSURE_LOOKS = 10
+UNSURE_PAUSE_SECONDS = 0.005
+PF_KTHREAD = 0x00200000  # /proc/<pid>/stat flags: a kernel thread, which has no environment
 QUICK_SECONDS = 5.0
 
 
@@ -56,12 +60,27 @@ def _entry(cookie: str) -> bytes:
     return f"{COOKIE_VARIABLE}={cookie}".encode()
 
 
-def _carries(pid: int, cookie: str) -> bool:
+def _carries(pid: int, cookie: str) -> bool | None:
+    """Whether the process carries the cookie; None when it cannot be told yet: a live process whose
+    environment reads empty is most likely in the middle of an exec (its new environment is not in
+    place yet; 9 reads in 9 000 of processes just started by `setsid cmd &`), and is looked at again."""
     try:
         with open(f"/proc/{pid}/environ", "rb") as handle:
-            return _entry(cookie) in handle.read().split(b"\0")
-    except OSError:  # gone, a zombie (empty), or another user's: not ours to end
+            environment = handle.read()
+    except OSError:  # gone, or another user's: not ours to end
         return False
+    if environment:
+        return _entry(cookie) in environment.split(b"\0")
+    return None if _live_user_process(pid) else False  # a zombie, or a kernel thread: no environment
+
+
+def _live_user_process(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            fields = handle.read().rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
+        return False
+    return fields[0] not in (b"Z", b"X") and not int(fields[6]) & PF_KTHREAD
 
 
 def _name(pid: int) -> str:
@@ -87,10 +106,28 @@ def _marked_proc(cookie: str, after_pid: int = 0) -> list[dict[str, object]]:
     # Reading another process's environment costs the kernel a look into its memory: reading every
     # process's on each command made a quick command several times slower than the command itself.
     me = os.getpid()
-    found = []
+    found, unsure = [], []
     for entry in os.listdir("/proc"):
-        if entry.isdigit() and int(entry) > after_pid and int(entry) != me and _carries(int(entry), cookie):
-            found.append({"pid": int(entry), "name": _name(int(entry))})
+        if entry.isdigit() and int(entry) > after_pid and int(entry) != me:
+            carries = _carries(int(entry), cookie)
+            if carries:
+                found.append({"pid": int(entry), "name": _name(int(entry))})
+            elif carries is None:
+                unsure.append(int(entry))
+    # A process caught in its exec (a `setsid sleep 300 &` just started) would otherwise be missed, and
+    # outlive its command: it is looked at again until its environment is there.
+    for _ in range(UNSURE_LOOKS):
+        if not unsure:
+            break
+        time.sleep(UNSURE_PAUSE_SECONDS)
+        again = []
+        for pid in unsure:
+            carries = _carries(pid, cookie)
+            if carries:
+                found.append({"pid": pid, "name": _name(pid)})
+            elif carries is None:
+                again.append(pid)
+        unsure = again
     return sorted(found, key=lambda p: p["pid"])
 
 
