@@ -117,24 +117,17 @@ def insert_together(instances: Sequence[Model]) -> None:
     """INSERT rows with keys already set, all or none. On PostgreSQL they go as one message of several
     statements, which the server runs as one transaction: one round trip instead of a BEGIN, one per
     row and a COMMIT. (SQLite runs one statement per call, in a transaction that costs no round trip.)"""
-    model = type(instances[0])
-    texts, params = [], []
+    statements = [insert_text(instance) for instance in instances]
     for instance in instances:
-        data, fields = instance.__data__, instance._meta.fields
-        names = tuple(data)
-        texts.append(_insert_text(type(instance), names, None))
-        params.extend(fields[name].db_value(data[name]) for name in names)
         instance._dirty.clear()
-    database = _database(model)
+    database = _database(type(instances[0]))
     if isinstance(database, PostgresqlDatabase):
-        database.execute_sql(_styled("; ".join(texts), database.param), params)
+        text = "; ".join(text for text, _ in statements)
+        database.execute_sql(_styled(text, database.param), [value for _, values in statements for value in values])
         return
     with database.atomic():
-        at = 0
-        for instance, text in zip(instances, texts):
-            count = len(instance.__data__)
-            database.execute_sql(text, params[at : at + count])
-            at += count
+        for text, values in statements:
+            database.execute_sql(text, values)
 
 
 @functools.lru_cache(maxsize=256)

@@ -81,7 +81,6 @@ PENDING_STATES = (QUEUED, LEASED, RUNNING)
 COUNT_PENDING = "SELECT COUNT(*) FROM command WHERE machine = ? AND state IN (?, ?, ?)"
 
 
-
 def _may_finish(command: Command) -> bool:
     """Whether an outcome posted for `command` applies: it is running (or lost, whose unknown outcome
     a late result replaces); False for a repeat after it finished. Refused before it started."""
@@ -97,6 +96,7 @@ def _may_finish(command: Command) -> bool:
 
 def _finish_detail(command: Command) -> str:
     return "result" if command.state == RUNNING else "late result replaces the unknown outcome"
+
 
 class Relay:
     """Submit, claim, start, stream, complete, cancel and wait on commands; track machines."""
