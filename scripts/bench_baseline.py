@@ -18,6 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench_floor import figure_ratios
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -42,16 +44,10 @@ def print_ratios(results: dict[tuple, list[dict[str, Any]]], percentile: Callabl
         if target != "relay" or not base:
             continue
         for figure in ("p50", "calls/s"):
-            def value(run: dict[str, Any]) -> float:
-                if figure == "p50":
-                    return percentile(run["latencies"], 0.5)
-                return len(run["latencies"]) / run["elapsed"]
-
-            ours, theirs = [value(r) for r in runs], [value(r) for r in base]
-            ratios = [a / b for a, b in zip(ours, theirs) if b > 0]
+            ours, theirs, ratios = figure_ratios(runs, base, figure, percentile)
             if not ratios:
                 continue
             unit = " ms" if figure == "p50" else ""
             print(f"  ratio {transport:4} {client:8} {tool:9} c={concurrency:<3} views={views} {figure:7} "
-                  f"{statistics.median(ours):7.1f}{unit} vs {statistics.median(theirs):7.1f}{unit}: {statistics.median(ratios):5.2f}x"
+                  f"{ours:7.1f}{unit} vs {theirs:7.1f}{unit}: {statistics.median(ratios):5.2f}x"
                   f" (runs {', '.join(f'{r:.2f}' for r in ratios)})")

@@ -103,6 +103,18 @@ class FloorServer:
                 self.process.wait()
 
 
+def figure_ratios(ours: list[dict[str, Any]], theirs: list[dict[str, Any]], figure: str,
+                  percentile: Callable[[list[float], float], float]) -> tuple[float, float, list[float]]:
+    """For two targets' runs of one row, repeat by repeat: the median `figure` ("p50" or "calls/s") of
+    each, and the per-repeat ratios ours/theirs (a repeat where theirs is 0 left out). The rows are
+    interleaved, so the repeats with the same index met the same load."""
+    def value(run: dict[str, Any]) -> float:
+        return percentile(run["latencies"], 0.5) if figure == "p50" else len(run["latencies"]) / run["elapsed"]
+
+    a, b = [value(r) for r in ours], [value(r) for r in theirs]
+    return statistics.median(a), statistics.median(b), [x / y for x, y in zip(a, b) if y > 0]
+
+
 def print_ratios(results: dict[tuple, list[dict[str, Any]]], percentile: Callable[[list[float], float], float]) -> None:
     """Relay over floor for each row the floor also ran: p50 (lower is better) and calls/s (higher is
     better), the median of the per-repeat ratios, with both medians and the issue's target if any."""
@@ -112,13 +124,7 @@ def print_ratios(results: dict[tuple, list[dict[str, Any]]], percentile: Callabl
         if target != "relay" or views or not floor:
             continue
         for figure in ("p50", "calls/s"):
-            def value(run: dict[str, Any]) -> float:
-                if figure == "p50":
-                    return percentile(run["latencies"], 0.5)
-                return len(run["latencies"]) / run["elapsed"]
-
-            ours, theirs = [value(r) for r in runs], [value(r) for r in floor]
-            ratios = [a / b for a, b in zip(ours, theirs) if b > 0]
+            ours, theirs, ratios = figure_ratios(runs, floor, figure, percentile)
             if not ratios:
                 continue
             ratio = statistics.median(ratios)
@@ -129,7 +135,7 @@ def print_ratios(results: dict[tuple, list[dict[str, Any]]], percentile: Callabl
                 verdict = f"  target {goal[0]} {goal[1]:g}: {'met' if met else 'NOT met'}"
             unit = " ms" if figure == "p50" else ""
             print(f"  ratio {transport:4} {client:8} {tool:9} c={concurrency:<3} {figure:7} "
-                  f"{statistics.median(ours):7.1f}{unit} vs {statistics.median(theirs):7.1f}{unit}: {ratio:5.2f}x"
+                  f"{ours:7.1f}{unit} vs {theirs:7.1f}{unit}: {ratio:5.2f}x"
                   f" (runs {', '.join(f'{r:.2f}' for r in ratios)}){verdict}")
 
 
