@@ -466,18 +466,19 @@ def main() -> int:
     server = agent = cluster = floor = profiles = None
     baseline = baseline_agent = None
     layouts = bench_layouts.parse(args.layouts or "")
+    # Every server the run starts (the relay, a baseline, other layouts) gets the same settings.
+    server_env = {"ACCESS_LOG": "1" if args.access_log == "on" else "0"}
     stacks: list = []
     if args.baseline and args.instances:
         parser.error("--baseline runs one server; leave out --instances")
     try:
         if args.instances:
             cluster = Cluster(workdir / "cluster", instances=args.instances, agents=0, web_concurrency=args.web_concurrency,
-                              database_kind=args.database, env={"ACCESS_LOG": "1" if args.access_log == "on" else "0"})
+                              database_kind=args.database, env=server_env)
             cluster.start()
             target, database_url = cluster, cluster.database_url
         else:
-            server = Server(workdir / "server")
-            server.env["ACCESS_LOG"] = "1" if args.access_log == "on" else "0"
+            server = Server(workdir / "server", env=server_env)
             if args.idle:
                 idle_settings(server, args.idle)
             server.start()
@@ -495,8 +496,7 @@ def main() -> int:
         if args.baseline:
             code = workdir / "baseline-code"
             baseline_label = f"commit {bench_baseline.export(args.baseline, code)}"
-            baseline = Server(workdir / "baseline", root=code)
-            baseline.env["ACCESS_LOG"] = server.env["ACCESS_LOG"]
+            baseline = Server(workdir / "baseline", root=code, env=server_env)
             baseline.start()
             fill_history(baseline.database_url, "bench", args.history)
             # Its roots include this agent's scratch folder, so that both read the same file.
@@ -506,7 +506,7 @@ def main() -> int:
         for n, (kind, count) in enumerate(layouts):
             stacks.append(bench_layouts.Stack(workdir / f"layout-{n}", kind, count, args.history, fill_history=fill_history,
                                               cpu_seconds=cpu_seconds, worker_of=gunicorn_worker,
-                                              roots=os.pathsep.join([str(agent.home), str(agent.scratch)])))
+                                              roots=os.pathsep.join([str(agent.home), str(agent.scratch)]), env=server_env))
         proxy_pid = cluster.balancer.process.proc.pid if cluster else None
 
         def cpu() -> list[float]:

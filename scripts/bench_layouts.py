@@ -14,6 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench_floor import figure_ratios
+
 
 def parse(text: str) -> list[tuple[str, int]]:
     """`sqlite:1,postgresql:3` -> [("sqlite", 1), ("postgresql", 3)], or an exit that says what is wrong."""
@@ -35,21 +37,22 @@ def name(kind: str, instances: int, *, behind_nginx: bool) -> str:
 class Stack:
     """One deployment of this checkout with its agent, for the bench to drive."""
 
-    def __init__(self, workdir: Path, kind: str, instances: int, history: int, *, fill_history, cpu_seconds, worker_of, roots: str) -> None:
+    def __init__(self, workdir: Path, kind: str, instances: int, history: int, *, fill_history, cpu_seconds, worker_of, roots: str,
+                 env: dict[str, str]) -> None:
         from tests import database
         from tests.cluster import Cluster
         from tests.harness import Agent, Server
 
         self.cluster = self.server = None
         if instances > 1:
-            self.cluster = Cluster(workdir / "cluster", instances=instances, agents=0, web_concurrency=2, database_kind=kind)
+            self.cluster = Cluster(workdir / "cluster", instances=instances, agents=0, web_concurrency=2, database_kind=kind, env=env)
             self.cluster.start()
             self.target = self.cluster
             self.workers = [pid for instance in self.cluster.instances for pid in instance.worker_pids()]
         else:
             mode, database.MODE = database.MODE, kind
             try:
-                self.server = Server(workdir / "server")
+                self.server = Server(workdir / "server", env=env)
             finally:
                 database.MODE = mode
             self.server.start()
@@ -84,13 +87,9 @@ def print_ratios(results: dict[tuple, list[dict[str, Any]]], percentile: Callabl
                     continue
                 transport, client, concurrency, views, tool = row
                 for figure in ("p50", "calls/s"):
-                    def value(run: dict[str, Any]) -> float:
-                        return percentile(run["latencies"], 0.5) if figure == "p50" else len(run["latencies"]) / run["elapsed"]
-
-                    ours, theirs = [value(r) for r in runs_b], [value(r) for r in runs_a]
-                    ratios = [x / y for x, y in zip(ours, theirs) if y > 0]
+                    ours, theirs, ratios = figure_ratios(runs_b, runs_a, figure, percentile)
                     if ratios:
                         unit = " ms" if figure == "p50" else ""
                         print(f"  {transport:4} {client:8} {tool:9} c={concurrency:<3} {figure:7} {b} / {a}: "
-                              f"{statistics.median(ours):7.1f}{unit} / {statistics.median(theirs):7.1f}{unit} = {statistics.median(ratios):5.2f}x"
+                              f"{ours:7.1f}{unit} / {theirs:7.1f}{unit} = {statistics.median(ratios):5.2f}x"
                               f" (runs {', '.join(f'{r:.2f}' for r in ratios)})")

@@ -159,16 +159,16 @@ class Server:
         self.runtime_dir = workdir / "run"
         self.home.mkdir(exist_ok=True)
         self.runtime_dir.mkdir(mode=0o700, exist_ok=True)
-        self.env = base_env(
-            AUTH_TOKEN=token,
-            DATABASE_URL=self.database_url,
-            PORT=str(self.port),
-            HOST="127.0.0.1",
-            ACCESS_LOG="1",
-            HOME=str(self.home),
-            XDG_RUNTIME_DIR=str(self.runtime_dir),
-            **(env or {}),
-        )
+        defaults = {
+            "AUTH_TOKEN": token,
+            "DATABASE_URL": self.database_url,
+            "PORT": str(self.port),
+            "HOST": "127.0.0.1",
+            "ACCESS_LOG": "1",
+            "HOME": str(self.home),
+            "XDG_RUNTIME_DIR": str(self.runtime_dir),
+        }
+        self.env = base_env(**(defaults | (env or {})))  # `env` may replace a default (e.g. ACCESS_LOG), as with Agent
         self.process: Process | None = None
 
     def start(self) -> Server:
